@@ -1,0 +1,118 @@
+"""`python -m replication ...`: a thin command line over the library (all logic lives in the modules)."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+
+from .config import ARCHS, DATASETS, DEFAULT_LAMBDA_SIM, METHODS, PRESETS, Config, preset
+
+
+def _parse_value(field: dataclasses.Field, text: str):
+    if text.lower() == "none":
+        return None
+    kind = str(field.type)
+    if "bool" in kind:
+        if text.lower() not in ("true", "false", "1", "0"):
+            raise ValueError(f"{field.name} expects true/false, got {text!r}")
+        return text.lower() in ("true", "1")
+    if "tuple[int" in kind:
+        return tuple(int(v) for v in text.split(","))
+    if "tuple" in kind:
+        return tuple(float(v) for v in text.split(","))
+    if "int" in kind and "float" not in kind:
+        return int(text)
+    if "float" in kind:
+        return float(text)
+    return text
+
+
+def config_from_args(args) -> Config:
+    overrides = {}
+    for name in ("dataset", "arch", "method", "seed", "lambda_sim", "data_dir", "download", "num_threads"):
+        value = getattr(args, name, None)
+        if value is not None:
+            overrides[name] = value
+    fields = {f.name: f for f in dataclasses.fields(Config)}
+    for item in args.set or []:
+        key, sep, value = item.partition("=")
+        if not sep or key not in fields:
+            raise ValueError(f"--set expects FIELD=VALUE with FIELD one of: {', '.join(fields)}; got {item!r}")
+        overrides[key] = _parse_value(fields[key], value)
+    if overrides.get("method") == "ours" and "lambda_sim" not in overrides:
+        overrides["lambda_sim"] = DEFAULT_LAMBDA_SIM
+    if overrides.get("method") == "fixed" and "start_width" not in overrides and args.full_width:
+        overrides["start_width"] = None
+    return preset(args.preset, **overrides)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m replication",
+                                description="Growing networks with a neuron-similarity constraint "
+                                            "(replication of Sakai & Hotta 2024, arXiv 2408.13291).")
+    sub = p.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("train", help="train (and grow) one network; reuses a finished run with the same config")
+    t.add_argument("--preset", default="quick", help=f"base configuration: {', '.join(PRESETS)} (default quick)")
+    t.add_argument("--dataset", help=f"one of {', '.join(DATASETS)} (default: the preset's)")
+    t.add_argument("--method", help=f"one of {', '.join(METHODS)} (default firefly); 'ours' = firefly + "
+                                    "the similarity constraint")
+    t.add_argument("--arch", help=f"one of {', '.join(ARCHS)} (default: the preset's)")
+    t.add_argument("--seed", type=int, help="run seed (default 0)")
+    t.add_argument("--lambda-sim", dest="lambda_sim", type=float,
+                   help="weight of the similarity constraint (default 0; 'ours' defaults to the chosen value)")
+    t.add_argument("--full-width", action="store_true",
+                   help="with --method fixed: the full-width network (start_width=None) instead of the compact one")
+    t.add_argument("--set", action="append", metavar="FIELD=VALUE",
+                   help="override any config field, e.g. --set rounds=3 --set sim_variant=distribution")
+    t.add_argument("--data-dir", dest="data_dir", help="folder holding the official CIFAR python layout "
+                                                       "(default: $REPLICATION_DATA or data/)")
+    t.add_argument("--download", action="store_true", default=None,
+                   help="download CIFAR through torchvision if it is missing (needs network)")
+    t.add_argument("--threads", dest="num_threads", type=int, help="torch CPU threads (default: all cores)")
+    t.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
+    t.add_argument("--out", default="results", help="results folder (default results/)")
+    t.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint of this config")
+    sub.add_parser("presets", help="list the presets and how they differ from the paper protocol")
+    for name, text in (("study", "train every run the tables and figures need (cached runs are reused)"),
+                       ("figures", "run every notebook with papermill: trains what is missing, renders all")):
+        s = sub.add_parser(name, help=text)
+        s.add_argument("--preset", default="quick", help=f"one of {', '.join(PRESETS)} (default quick)")
+        s.add_argument("--seeds", type=lambda v: tuple(int(x) for x in v.split(",")),
+                       help="comma-separated seeds (default: the preset's, e.g. 0,1,2)")
+        s.add_argument("--jobs", type=int, default=2, help="runs trained in parallel processes (default 2)")
+        s.add_argument("--datasets", default="cifar10,cifar100",
+                       help="data sets of the main tables (default cifar10,cifar100; missing data is skipped)")
+    return p
+
+
+def main(argv=None) -> int:
+    from .data import DataError
+    from .train import CheckpointMismatch, TrainingDiverged, run
+
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "presets":
+            base = dataclasses.asdict(PRESETS["paper"])
+            for name, cfg in PRESETS.items():
+                diff = {k: v for k, v in dataclasses.asdict(cfg).items() if base[k] != v}
+                print(f"{name}: {diff or 'the Firefly protocol'}")
+            return 0
+        if args.command == "study":
+            from .study import full_study
+            full_study(args.preset, args.seeds, args.jobs, args.datasets.split(","))
+            return 0
+        if args.command == "figures":
+            from .pipeline import run_notebooks
+            from .study import full_study
+            full_study(args.preset, args.seeds, args.jobs, args.datasets.split(","))
+            run_notebooks(args.preset, args.seeds, args.jobs)
+            return 0
+        cfg = config_from_args(args)
+        rec = run(cfg, results_dir=args.out, device=args.device, resume=not args.no_resume)
+        f = rec["final"]
+        print(f"{cfg.name()}: test acc {f['test_acc']:.4f}, params {f['params']:,}, FLOPs/img {f['flops']:,}, "
+              f"widths {f['widths']} ({rec['wall_time_s']:.0f}s) -> {args.out}/runs/{cfg.name()}.json")
+        return 0
+    except (DataError, ValueError, CheckpointMismatch, TrainingDiverged) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

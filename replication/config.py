@@ -1,0 +1,186 @@
+"""One frozen configuration for every run, and the named presets derived from it.
+
+A run is fully described by a `Config`; its `key()` (a hash of every field that can change a result) names the
+run's result file, so an identical config is recognised and reused. Presets differ from `PAPER` only by
+`dataclasses.replace`, so every scale runs the same code path.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+
+DATASETS = ("cifar10", "cifar100", "synthetic")
+ARCHS = ("vgg11", "vgg16", "vgg19", "mobilenetv1")
+METHODS = ("fixed", "random", "split", "firefly", "ours")
+SIM_VARIANTS = ("decorrelate", "distribution")
+SIM_SCOPES = ("all", "new")
+# lambda_sim of method "ours" unless set: chosen by the quick-preset sweep (docs/method.md, notebook 06).
+DEFAULT_LAMBDA_SIM = 0.1
+
+# Fields that only say where things live or how fast they run; they never change a number in the results.
+NON_RESULT_FIELDS = ("data_dir", "download", "num_threads", "progress")
+
+
+def default_data_dir() -> str:
+    return os.environ.get("REPLICATION_DATA", "data")
+
+
+@dataclass(frozen=True)
+class Config:
+    # --- data ---
+    dataset: str = "cifar10"
+    data_dir: str = field(default_factory=default_data_dir)
+    download: bool = False
+    train_per_class: int | None = None  # stratified subset of the training split; None = all
+    test_per_class: int | None = None
+    augment: bool = True  # random crop 32 (pad 4) + horizontal flip, as Firefly's CIFAR pipeline
+    synthetic_train_per_class: int = 100  # only for dataset="synthetic"
+    synthetic_test_per_class: int = 50
+    synthetic_classes: int = 10
+
+    # --- model ---
+    arch: str = "vgg19"
+    start_width: int | None = 16  # every growable layer starts this wide (Firefly: 16 for VGG); None = full widths
+    width_scale: float = 1.0  # multiplies the full widths when start_width is None (fixed-full baselines)
+    widths: tuple[int, ...] | None = None  # explicit per-layer widths; overrides start_width/width_scale
+
+    # --- growth ---
+    method: str = "firefly"
+    rounds: int = 11  # Firefly: 11 rounds, a growth step between consecutive rounds
+    epochs_per_round: int = 160  # Firefly: 160 epochs per round
+    grow_ratio: float = 0.30  # Firefly paper (maintainer, issue #1); its code's default is 0.35
+    firefly_new_per_layer: int = 70  # Firefly: K = 70 brand-new candidates per layer
+    firefly_split_init: float = 0.1  # Firefly: split direction ~ U(-0.1, 0.1)
+    firefly_new_filter_std: float = 0.1  # Firefly: new filters ~ N(0, 0.1)
+    firefly_new_fanout_init: float = 0.01  # Firefly: new outgoing weights ~ U(-0.01, 0.01)
+    firefly_candidate_lr: float = 1e-3  # Firefly: RMSprop lr 1e-3 for the candidate pass
+    firefly_candidate_l2: float = 1e-4  # "small L2 penalty" on candidate parameters (value ours)
+    firefly_candidate_images: int | None = None  # images per candidate pass; None = the whole training split
+    firefly_candidate_batch_size: int = 128  # smaller batches bound the candidate net's memory
+    split_noise: float = 1e-2  # method "split": Net2Wider-style noise on the duplicated filters
+    rebuild_optimizer: bool = True  # Firefly: optimiser rebuilt and lr reset after every growth step
+
+    # --- similarity constraint (the paper's method; form and weight are our choices, docs/method.md) ---
+    lambda_sim: float = 0.0
+    sim_variant: str = "decorrelate"
+    sim_scope: str = "all"
+    sim_from_round: int = 1  # 1 = rounds after the first growth step; 0 = also the first round
+
+    # --- optimisation (Firefly protocol) ---
+    batch_size: int = 128
+    eval_batch_size: int = 500
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 1e-4
+    lr_milestones: tuple[float, ...] = (0.5, 0.75)  # Firefly: lr x0.1 after epochs 79 and 119 of 160
+    lr_gamma: float = 0.1
+
+    # --- run ---
+    seed: int = 0
+    num_threads: int | None = None  # None = all cores (see train.configure_threads)
+    progress: bool = True
+
+    def __post_init__(self):
+        # Lists from JSON or the CLI become tuples so configs stay hashable and compare equal.
+        for name in ("lr_milestones", "widths"):
+            value = getattr(self, name)
+            if isinstance(value, list):
+                object.__setattr__(self, name, tuple(value))
+        _check_choice("dataset", self.dataset, DATASETS)
+        _check_choice("arch", self.arch, ARCHS)
+        _check_choice("method", self.method, METHODS)
+        _check_choice("sim_variant", self.sim_variant, SIM_VARIANTS)
+        _check_choice("sim_scope", self.sim_scope, SIM_SCOPES)
+        if self.rounds < 1 or self.epochs_per_round < 1:
+            raise ValueError("rounds and epochs_per_round must be >= 1")
+        if self.method in ("random", "split", "firefly", "ours") and self.start_width is None and not self.widths:
+            raise ValueError(f"method {self.method!r} grows a network: set start_width (e.g. 16)")
+        if self.method == "ours" and self.lambda_sim <= 0:
+            raise ValueError("method 'ours' is Firefly + the similarity constraint: lambda_sim must be > 0")
+        if not 0 < self.grow_ratio <= 1:
+            raise ValueError("grow_ratio must be in (0, 1]")
+        if self.lambda_sim < 0:
+            raise ValueError("lambda_sim must be >= 0")
+
+    @property
+    def total_epochs(self) -> int:
+        return self.rounds * self.epochs_per_round
+
+    @property
+    def grows(self) -> bool:
+        return self.method != "fixed" and self.rounds > 1
+
+    def result_fields(self) -> dict:
+        d = dataclasses.asdict(self)
+        for k in NON_RESULT_FIELDS:
+            d.pop(k)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}  # as JSON stores it
+
+    def key(self) -> str:
+        """Short stable hash of every result-relevant field: equal keys mean the same experiment."""
+        blob = json.dumps(self.result_fields(), sort_keys=True, default=list)
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+    def name(self) -> str:
+        lam = f"-lam{self.lambda_sim:g}" if self.lambda_sim > 0 else ""
+        return f"{self.dataset}-{self.arch}-{self.method}{lam}-s{self.seed}-{self.key()}"
+
+    def replace(self, **changes) -> "Config":
+        unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
+        if unknown:
+            raise ValueError(f"unknown config field(s): {sorted(unknown)}")
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Config":
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def _check_choice(name, value, choices):
+    if value not in choices:
+        raise ValueError(f"unknown {name} {value!r}; valid: {', '.join(choices)}")
+
+
+# The Firefly protocol at full scale (GPU-sized: ~1,760 epochs per growing run).
+PAPER = Config()
+
+# CPU minutes on real CIFAR-10: a stratified subset, 3 short rounds (2 growth steps), a short candidate pass.
+QUICK = dataclasses.replace(
+    PAPER,
+    train_per_class=400,
+    test_per_class=200,
+    rounds=3,
+    epochs_per_round=5,
+    firefly_candidate_images=512,
+    eval_batch_size=1000,
+)
+
+# Seconds, on synthetic data: exercises every code path in CI.
+SMOKE = dataclasses.replace(
+    PAPER,
+    dataset="synthetic",
+    arch="vgg11",
+    start_width=4,
+    synthetic_train_per_class=32,
+    synthetic_test_per_class=16,
+    rounds=2,
+    epochs_per_round=2,
+    batch_size=64,
+    firefly_new_per_layer=4,
+    firefly_candidate_images=128,
+    firefly_candidate_batch_size=64,
+    progress=False,
+)
+
+PRESETS = {"smoke": SMOKE, "quick": QUICK, "paper": PAPER}
+
+
+def preset(name: str, **overrides) -> Config:
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; valid: {', '.join(PRESETS)}")
+    return PRESETS[name].replace(**overrides) if overrides else PRESETS[name]

@@ -1,0 +1,227 @@
+"""The training loop: rounds of epochs, a growth step between rounds, checkpoints every epoch, one record per run.
+
+Randomness is explicit: the model init uses the run seed, and every epoch, growth step and candidate pass draws
+from its own generator seeded by (seed, what, round, epoch). Resuming therefore needs only the weights, the
+optimiser state and the position, and a resumed run ends with exactly the metrics of an uninterrupted one.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import sys
+import time
+
+import torch
+from torch import nn
+
+from . import data as data_mod
+from . import results as res
+from .config import Config
+from .growth import carry_optimizer_state
+from .models import build_model, count_flops, count_params, initial_widths, widths_of
+from .similarity import constraint, model_stats
+from .strategies import grow
+
+TRAIN_FLOPS_PER_MAC = 6  # 1 MAC = 2 FLOPs forward; backward ~2x forward (standard estimate, docs/method.md)
+
+
+class TrainingDiverged(RuntimeError):
+    pass
+
+
+class CheckpointMismatch(RuntimeError):
+    pass
+
+
+def configure_threads(n: int | None) -> int:
+    n = n or os.cpu_count() or 1
+    torch.set_num_threads(n)
+    return n
+
+
+def seed_for(seed: int, *parts) -> int:
+    blob = ":".join(str(p) for p in (seed, *parts)).encode()
+    return int.from_bytes(hashlib.sha256(blob).digest()[:8], "little") & ((1 << 63) - 1)
+
+
+def generator_for(seed: int, *parts) -> torch.Generator:
+    return torch.Generator().manual_seed(seed_for(seed, *parts))
+
+
+def make_optimizer(model: nn.Module, cfg: Config) -> torch.optim.Optimizer:
+    return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
+                           weight_decay=cfg.weight_decay)
+
+
+def lr_at(cfg: Config, epoch_in_round: int) -> float:
+    """Step schedule restarted every round: x lr_gamma at each milestone (fractions of the round)."""
+    passed = sum(epoch_in_round >= int(m * cfg.epochs_per_round) for m in cfg.lr_milestones)
+    return cfg.lr * cfg.lr_gamma ** passed
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int, device) -> tuple[float, float]:
+    was_training = model.training
+    model.eval()
+    loss_sum, correct = 0.0, 0
+    for xb, yb in data_mod.eval_batches(x, y, batch_size):
+        xb, yb = xb.to(device), yb.to(device)
+        out = model(xb)
+        loss_sum += nn.functional.cross_entropy(out, yb, reduction="sum").item()
+        correct += (out.argmax(1) == yb).sum().item()
+    model.train(was_training)
+    return loss_sum / len(y), correct / len(y)
+
+
+def _progress(iterable, total, desc, enabled):
+    if not enabled or not sys.stderr.isatty():
+        return iterable
+    from tqdm import tqdm
+    return tqdm(iterable, total=total, desc=desc, leave=False)
+
+
+def train_epoch(model, optimizer, ds, cfg: Config, generator, device, sim_round: int | None, desc="") -> dict:
+    """One pass over the training split; `sim_round` (not None) switches the similarity constraint on."""
+    model.train()
+    n_batches = math.ceil(len(ds.train_y) / cfg.batch_size)
+    loss_sum = sim_sum = 0.0
+    correct = seen = 0
+    batches = data_mod.train_batches(ds.train_x, ds.train_y, cfg.batch_size, generator, cfg.augment)
+    for step, (xb, yb) in enumerate(_progress(batches, n_batches, desc, cfg.progress)):
+        xb, yb = xb.to(device), yb.to(device)
+        out = model(xb)
+        loss = nn.functional.cross_entropy(out, yb)
+        total = loss
+        if sim_round is not None:
+            sim = constraint(model, cfg.sim_variant, cfg.sim_scope, sim_round)
+            total = loss + cfg.lambda_sim * sim
+            sim_sum += sim.item() * len(yb)
+        if not torch.isfinite(total):
+            raise TrainingDiverged(f"loss became {total.item()} at {desc} step {step}: lower lr or lambda_sim")
+        optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        optimizer.step()
+        loss_sum += loss.item() * len(yb)
+        correct += (out.argmax(1) == yb).sum().item()
+        seen += len(yb)
+    return {"train_loss": loss_sum / seen, "train_acc": correct / seen,
+            "sim_loss": sim_sum / seen if sim_round is not None else None}
+
+
+def checkpoint_path(cfg: Config, results_dir: str) -> str:
+    return os.path.join(results_dir, "checkpoints", cfg.name() + ".pt")
+
+
+def model_path(cfg: Config, results_dir: str) -> str:
+    return os.path.join(results_dir, "runs", cfg.name() + ".pt")
+
+
+def _atomic_save(obj, path: str) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = path + ".tmp"
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def load_model(cfg: Config, results_dir: str, num_classes: int, device="cpu") -> nn.Module:
+    """The trained (grown) model of a finished run, rebuilt from its stored widths."""
+    state = torch.load(model_path(cfg, results_dir), map_location=device, weights_only=True)
+    if state["config_key"] != cfg.key():
+        raise CheckpointMismatch(f"{model_path(cfg, results_dir)} belongs to another config")
+    model = build_model(cfg.arch, state["widths"], num_classes).to(device)
+    model.load_state_dict(state["model"])
+    return model.eval()
+
+
+def _round_summary(model, r, growth, train_flops, test_acc) -> dict:
+    return {"round": r, "widths": widths_of(model), "params": count_params(model), "flops": count_flops(model),
+            "train_flops": train_flops, "growth": growth, "test_acc": test_acc, "similarity": model_stats(model)}
+
+
+def run(cfg: Config, results_dir: str = "results", device: str | torch.device = "cpu", resume: bool = True,
+        ds: data_mod.Dataset | None = None, stop_after_epochs: int | None = None, log=print) -> dict | None:
+    """Train (and grow) one run; return its record. `stop_after_epochs` simulates a kill (returns None)."""
+    device = torch.device(device)
+    threads = configure_threads(cfg.num_threads)
+    cached = res.load_cached(cfg, results_dir)
+    if cached is not None:
+        return cached
+    ds = ds if ds is not None else data_mod.load_dataset(cfg)
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg.arch, initial_widths(cfg), ds.num_classes).to(device)
+    optimizer = make_optimizer(model, cfg)
+    record = {"name": cfg.name(), "config_key": cfg.key(), "config": cfg.result_fields(), "status": "running",
+              "data": ds.provenance, "threads": threads, "epochs": [], "rounds": [], "wall_time_s": 0.0}
+    start_round, start_epoch, train_flops = 0, 0, 0
+    ckpt = checkpoint_path(cfg, results_dir)
+    if resume and os.path.isfile(ckpt):
+        state = torch.load(ckpt, map_location=device, weights_only=True)
+        if state["config_key"] != cfg.key():
+            raise CheckpointMismatch(f"{ckpt} was written by a different config (key {state['config_key']}, "
+                                     f"this run {cfg.key()}); delete it or change --results-dir")
+        model = build_model(cfg.arch, state["widths"], ds.num_classes).to(device)
+        model.load_state_dict(state["model"])
+        optimizer = make_optimizer(model, cfg)
+        optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["torch_rng"])
+        record, start_round, start_epoch = state["record"], state["round"], state["epoch"]
+        train_flops = state["train_flops"]
+        log(f"[{cfg.name()}] resumed at round {start_round} epoch {start_epoch}")
+    done_epochs = len(record["epochs"])
+    t0 = time.perf_counter() - record["wall_time_s"]
+    for r in range(start_round, cfg.rounds):
+        growth = None
+        if r > 0 and cfg.grows and start_epoch == 0:
+            before = dict(model.named_parameters())
+            g_t = time.perf_counter()
+            growth = grow(model, cfg, ds, r, generator_for(cfg.seed, "grow", r), device)
+            growth["time_s"] = time.perf_counter() - g_t
+            if cfg.rebuild_optimizer:
+                optimizer = make_optimizer(model, cfg)
+            else:
+                carry_optimizer_state(optimizer, model, before)
+            log(f"[{cfg.name()}] round {r}: grew {growth['added']} neurons -> widths {widths_of(model)}")
+        if start_epoch == 0:
+            record["rounds"].append({"round": r, "growth": growth})
+        train_macs = count_flops(model) * len(ds.train_y)
+        sim_round = r if cfg.lambda_sim > 0 and r >= cfg.sim_from_round else None
+        for e in range(start_epoch, cfg.epochs_per_round):
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(cfg, e)
+            desc = f"round {r + 1}/{cfg.rounds} epoch {e + 1}/{cfg.epochs_per_round}"
+            t_epoch = time.perf_counter()
+            metrics = train_epoch(model, optimizer, ds, cfg, generator_for(cfg.seed, "epoch", r, e), device,
+                                  sim_round, desc)
+            test_loss, test_acc = evaluate(model, ds.test_x, ds.test_y, cfg.eval_batch_size, device)
+            train_flops += TRAIN_FLOPS_PER_MAC * train_macs
+            record["epochs"].append({"round": r, "epoch": e, "lr": optimizer.param_groups[0]["lr"], **metrics,
+                                     "test_loss": test_loss, "test_acc": test_acc,
+                                     "time_s": time.perf_counter() - t_epoch})
+            if cfg.progress:
+                log(f"[{cfg.name()}] {desc}: loss {metrics['train_loss']:.3f} train {metrics['train_acc']:.3f} "
+                    f"test {test_acc:.4f} ({time.perf_counter() - t_epoch:.1f}s)")
+            done_epochs += 1
+            last_of_round = e == cfg.epochs_per_round - 1
+            if last_of_round:
+                g = record["rounds"][-1]["growth"]
+                record["rounds"][-1] = _round_summary(model, r, g, train_flops, test_acc)
+            record["wall_time_s"] = time.perf_counter() - t0
+            nxt_round, nxt_epoch = (r + 1, 0) if last_of_round else (r, e + 1)
+            _atomic_save({"config_key": cfg.key(), "widths": widths_of(model), "model": model.state_dict(),
+                          "optimizer": optimizer.state_dict(), "round": nxt_round, "epoch": nxt_epoch,
+                          "train_flops": train_flops, "record": record, "torch_rng": torch.get_rng_state()}, ckpt)
+            if stop_after_epochs is not None and done_epochs >= stop_after_epochs:
+                return None
+        start_epoch = 0
+    last = record["rounds"][-1]
+    record["final"] = {"test_acc": record["epochs"][-1]["test_acc"], "params": last["params"],
+                       "flops": last["flops"], "train_flops": train_flops, "widths": last["widths"]}
+    record["wall_time_s"] = time.perf_counter() - t0
+    record["provenance"] = res.provenance(device)
+    record["status"] = "complete"
+    _atomic_save({"config_key": cfg.key(), "widths": widths_of(model), "model": model.state_dict()},
+                 model_path(cfg, results_dir))
+    res.write_json(res.run_path(cfg, results_dir), record)
+    os.remove(ckpt)
+    return record

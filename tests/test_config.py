@@ -1,0 +1,57 @@
+import dataclasses
+
+import pytest
+
+from replication import cli
+from replication.config import PAPER, PRESETS, QUICK, SMOKE, Config, preset
+
+
+def test_presets_differ_from_paper_only_by_replace():
+    for cfg in PRESETS.values():
+        assert isinstance(cfg, Config)
+    assert PAPER.batch_size == 128 and PAPER.lr == 0.1 and PAPER.momentum == 0.9 and PAPER.nesterov
+    assert PAPER.weight_decay == 1e-4 and PAPER.rounds == 11 and PAPER.epochs_per_round == 160
+    assert PAPER.grow_ratio == 0.30 and PAPER.firefly_new_per_layer == 70 and PAPER.start_width == 16
+
+
+def test_key_ignores_paths_and_threads_but_not_results():
+    assert QUICK.key() == QUICK.replace(data_dir="/elsewhere", num_threads=1, progress=False).key()
+    assert QUICK.key() != QUICK.replace(seed=1).key()
+    assert QUICK.key() != QUICK.replace(lambda_sim=0.5).key()
+
+
+def test_config_is_frozen_and_lists_become_tuples():
+    cfg = Config.from_dict({**dataclasses.asdict(SMOKE), "lr_milestones": [0.5, 0.75], "widths": None})
+    assert cfg == SMOKE
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.seed = 3
+
+
+@pytest.mark.parametrize("field,value", [("dataset", "mnist"), ("method", "magic"), ("arch", "resnet"),
+                                         ("sim_variant", "x"), ("sim_scope", "old")])
+def test_unknown_choices_list_the_valid_ones(field, value):
+    with pytest.raises(ValueError, match="valid:"):
+        SMOKE.replace(**{field: value})
+
+
+def test_ours_needs_a_positive_lambda_and_growing_needs_a_start_width():
+    with pytest.raises(ValueError, match="lambda_sim"):
+        SMOKE.replace(method="ours", lambda_sim=0.0)
+    with pytest.raises(ValueError, match="start_width"):
+        SMOKE.replace(method="firefly", start_width=None)
+    with pytest.raises(ValueError, match="unknown preset"):
+        preset("huge")
+    with pytest.raises(ValueError, match="unknown config field"):
+        SMOKE.replace(colour="red")
+
+
+def test_cli_builds_configs_and_rejects_bad_input(capsys):
+    args = cli.build_parser().parse_args(["train", "--preset", "smoke", "--method", "ours", "--set", "rounds=3",
+                                          "--set", "widths=4,4,4,4,4,4,4,4", "--set", "rebuild_optimizer=false"])
+    cfg = cli.config_from_args(args)
+    assert cfg.method == "ours" and cfg.lambda_sim > 0 and cfg.rounds == 3 and cfg.widths == (4,) * 8
+    assert cfg.rebuild_optimizer is False
+    assert cli.main(["train", "--preset", "smoke", "--set", "nonsense=1"]) == 2
+    assert "FIELD=VALUE" in capsys.readouterr().err
+    assert cli.main(["train", "--preset", "smoke", "--dataset", "imagenet"]) == 2
+    assert "valid: cifar10, cifar100, synthetic" in capsys.readouterr().err

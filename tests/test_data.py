@@ -1,0 +1,108 @@
+import os
+
+import pytest
+import torch
+
+from replication import data
+from replication.config import SMOKE
+from replication.data import DataError, augment_batch, load_cifar, stratified_subset, train_batches
+
+from conftest import write_python_layout
+
+
+def _write(tmp_path, name, ds, n_classes):
+    return write_python_layout(str(tmp_path), name, ds.train_x.numpy(), ds.train_y.numpy(), ds.test_x.numpy(),
+                               ds.test_y.numpy(), [f"c{i}" for i in range(n_classes)])
+
+
+@pytest.mark.parametrize("name,n_classes", [("cifar10", 10), ("cifar100", 100)])
+def test_reads_the_official_layout(tmp_path, name, n_classes):
+    ds = data.synthetic_cifar(n_classes, 6, 3, seed=1)
+    _write(tmp_path, name, ds, n_classes)
+    got = load_cifar(name, str(tmp_path), verify=False)
+    assert torch.equal(got.train_x, ds.train_x) and torch.equal(got.train_y, ds.train_y)
+    assert torch.equal(got.test_x, ds.test_x) and got.num_classes == n_classes
+    assert got.train_x.dtype == torch.uint8 and got.train_x.shape[1:] == (3, 32, 32)
+    assert set(got.provenance["verification"].values()) == {"unverified"}
+
+
+@pytest.mark.parametrize("name", ["cifar10", "cifar100"])
+def test_files_that_are_not_the_official_data_are_rejected_with_advice(tmp_path, name):
+    ds = data.synthetic_cifar(100 if name == "cifar100" else 10, 2, 1, seed=1)
+    _write(tmp_path, name, ds, ds.num_classes)
+    with pytest.raises(DataError, match="--no-verify|fetch it again"):
+        load_cifar(name, str(tmp_path))
+
+
+def test_missing_data_says_what_to_do(tmp_path):
+    with pytest.raises(DataError) as err:
+        load_cifar("cifar10", str(tmp_path))
+    msg = str(err.value)
+    assert "--download" in msg and "make_cifar10.py" in msg and "REPLICATION_DATA" in msg
+
+
+def test_truncated_file_is_reported_not_crashed(tmp_path):
+    ds = data.synthetic_cifar(10, 5, 2, seed=1)
+    folder = _write(tmp_path, "cifar10", ds, 10)
+    path = os.path.join(folder, "data_batch_3")
+    blob = open(path, "rb").read()
+    open(path, "wb").write(blob[: len(blob) // 2])
+    with pytest.raises(DataError, match="truncated or corrupted"):
+        load_cifar("cifar10", str(tmp_path), verify=False)
+
+
+def _reference_augment(x, dy, dx, flip, pad=4):
+    out = []
+    for img, a, b, f in zip(x, dy.tolist(), dx.tolist(), flip.tolist()):
+        p = torch.nn.functional.pad(img, (pad,) * 4)[:, a:a + 32, b:b + 32]
+        out.append(p.flip(2) if f else p)
+    return torch.stack(out)
+
+
+def test_batched_crop_and_flip_equal_a_per_image_reference():
+    x = torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8)
+    g = torch.Generator().manual_seed(3)
+    twin = torch.Generator()
+    twin.set_state(g.get_state())
+    got = augment_batch(x, g)
+    dy, dx = torch.randint(0, 9, (64,), generator=twin), torch.randint(0, 9, (64,), generator=twin)
+    flip = torch.rand(64, generator=twin) < 0.5
+    assert flip.any() and (~flip).any()
+    assert torch.equal(got, _reference_augment(x, dy, dx, flip))
+
+
+def test_pipeline_is_deterministic_per_seed_and_normalised(synthetic):
+    def epoch(seed):
+        return [(xb.clone(), yb.clone()) for xb, yb in
+                train_batches(synthetic.train_x, synthetic.train_y, 32, torch.Generator().manual_seed(seed))]
+    a, b, c = epoch(0), epoch(0), epoch(1)
+    assert all(torch.equal(x1, x2) and torch.equal(y1, y2) for (x1, y1), (x2, y2) in zip(a, b))
+    assert not torch.equal(a[0][0], c[0][0])
+    assert sum(len(y) for _, y in a) == len(synthetic.train_y)
+    flat = torch.cat([x for x, _ in data.eval_batches(synthetic.train_x, synthetic.train_y, 100)])
+    assert flat.dtype == torch.float32 and abs(flat.mean().item()) < 1.5
+
+
+def test_stratified_subset_takes_n_per_class_reproducibly(synthetic):
+    idx = stratified_subset(synthetic.train_y, 7, seed=5)
+    assert torch.equal(idx, stratified_subset(synthetic.train_y, 7, seed=5))
+    assert torch.bincount(synthetic.train_y[idx]).tolist() == [7] * 10
+    assert len(idx.unique()) == len(idx)
+    with pytest.raises(ValueError, match="only"):
+        stratified_subset(synthetic.train_y, 1000, seed=0)
+
+
+def test_synthetic_data_is_seeded_and_supports_100_classes():
+    a, b = data.synthetic_cifar(100, 2, 1, seed=4), data.synthetic_cifar(100, 2, 1, seed=4)
+    assert torch.equal(a.train_x, b.train_x) and a.num_classes == 100
+    cfg = SMOKE.replace(synthetic_classes=100)
+    assert data.load_dataset(cfg).num_classes == 100
+
+
+@pytest.mark.realdata
+def test_real_cifar10_verifies_by_pixel_fingerprint_or_md5(cifar10_dir):
+    ds = load_cifar("cifar10", cifar10_dir)
+    assert len(ds.train_y) == 50000 and len(ds.test_y) == 10000
+    assert set(ds.provenance["verification"].values()) <= {"official-md5", "pixel-sha256"}
+    assert torch.bincount(ds.test_y).tolist() == [1000] * 10
+    assert ds.classes[0] == "airplane"

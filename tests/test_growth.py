@@ -1,0 +1,185 @@
+import copy
+
+import pytest
+import torch
+from torch.func import functional_call
+
+from replication.config import SMOKE
+from replication.firefly import SCORE_GATE, CandidateNetwork, materialise, select_global
+from replication.growth import (add_neurons, carry_optimizer_state, kaiming_filters, random_fan_out, split_neurons,
+                                zero_fan_out)
+from replication.models import build_model, count_params
+from replication.strategies import grow_random, grow_split, neurons_to_add
+
+from test_models import vgg_params_formula
+
+ARCHS = {"vgg11": [3, 4, 5, 3, 4, 5, 3, 4], "mobilenetv1": [3, 4, 5, 3, 4, 5, 3, 4, 5, 3, 4, 5, 3, 4]}
+
+
+def seeded_model(arch, seed=0):
+    torch.manual_seed(seed)
+    m = build_model(arch, ARCHS[arch], 10).eval()
+    with torch.no_grad():  # non-trivial BN so that copies of statistics matter
+        for mod in m.modules():
+            if isinstance(mod, torch.nn.BatchNorm2d):
+                mod.running_mean.uniform_(-0.5, 0.5)
+                mod.running_var.uniform_(0.5, 2.0)
+                mod.weight.uniform_(0.5, 1.5)
+                mod.bias.uniform_(-0.2, 0.2)
+    return m
+
+
+X = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(9))
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_zero_fan_out_growth_preserves_outputs_for_every_layer(arch):
+    for i in range(len(ARCHS[arch])):
+        m = seeded_model(arch)
+        before = m(X)
+        u = m.units()[i]
+        g = torch.Generator().manual_seed(i)
+        add_neurons(u, kaiming_filters(u, 3, g), zero_fan_out(u, 3), birth_round=1,
+                    follower_filters=[torch.randn(3, 1, 3, 3) for _ in u.followers])
+        assert m.units()[i].width == ARCHS[arch][i] + 3
+        assert m.units()[i].conv.birth_round.tolist()[-3:] == [1, 1, 1]
+        assert (m(X) - before).abs().max().item() <= 1e-6
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_split_with_zero_delta_preserves_outputs_and_copies_bn(arch):
+    for i in range(len(ARCHS[arch])):
+        m = seeded_model(arch)
+        before = m(X)
+        u = m.units()[i]
+        parents = torch.tensor([0, 2])
+        stats = [t[parents].clone() for t in (u.bn.weight, u.bn.bias, u.bn.running_mean, u.bn.running_var)]
+        split_neurons(u, parents, torch.zeros(2, *u.conv.weight.shape[1:]), birth_round=2)
+        for t, want in zip((u.bn.weight, u.bn.bias, u.bn.running_mean, u.bn.running_var), stats):
+            assert torch.equal(t[-2:].detach(), want.detach())
+        assert (m(X) - before).abs().max().item() <= 1e-5
+
+
+def test_split_children_are_w_minus_delta_and_parents_w_plus_delta():
+    m = seeded_model("vgg11")
+    u = m.units()[1]
+    w = u.conv.weight.detach().clone()
+    delta = torch.randn(1, *w.shape[1:])
+    split_neurons(u, torch.tensor([1]), delta, birth_round=1)
+    assert torch.allclose(u.conv.weight[1], w[1] + delta[0]) and torch.allclose(u.conv.weight[-1], w[1] - delta[0])
+    assert torch.equal(u.consumer.weight[:, 1], u.consumer.weight[:, -1])
+
+
+def test_parameter_count_after_growth_matches_the_formula():
+    m = build_model("vgg19", [16] * 16, 10)
+    g = torch.Generator().manual_seed(0)
+    n = neurons_to_add(m, 0.3)
+    assert n == int(256 * 0.3)
+    grow_random(m, n, g, birth_round=1)
+    grow_split(m, 10, g, birth_round=2, noise=0.01)
+    widths = [u.width for u in m.units()]
+    assert sum(widths) == 256 + n + 10
+    assert count_params(m) == vgg_params_formula(widths)
+
+
+def test_optimizer_state_is_carried_old_entries_intact_new_zero():
+    torch.manual_seed(0)
+    m = build_model("vgg11", ARCHS["vgg11"], 10)
+    opt = torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9)
+    for _ in range(2):
+        opt.zero_grad()
+        m(X).logsumexp(1).mean().backward()
+        opt.step()
+    names = dict(m.named_parameters())
+    old_buf = {n: opt.state[p]["momentum_buffer"].clone() for n, p in names.items()}
+    before = dict(m.named_parameters())
+    u = m.units()[2]
+    g = torch.Generator().manual_seed(1)
+    add_neurons(u, kaiming_filters(u, 2, g), random_fan_out(u, 2, g), birth_round=1)
+    carry_optimizer_state(opt, m, before)
+    for n, p in m.named_parameters():
+        buf = opt.state[p]["momentum_buffer"]
+        assert buf.shape == p.shape
+        old = old_buf[n]
+        assert torch.equal(buf[tuple(slice(0, s) for s in old.shape)], old)
+        assert buf.abs().sum() == old.abs().sum()  # everything beyond the old block is zero
+    assert {id(p) for p in opt.param_groups[0]["params"]} == {id(p) for p in m.parameters()}
+    opt.zero_grad()
+    m(X).logsumexp(1).mean().backward()
+    opt.step()  # training continues without shape errors
+
+
+@pytest.fixture
+def float64():
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(old)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_firefly_candidate_network_is_exact_at_both_gate_settings(arch, float64):
+    m = seeded_model(arch)
+    X = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(9))
+    cfg = SMOKE.replace(arch=arch, firefly_new_per_layer=3)
+    cand = CandidateNetwork(m, cfg, torch.Generator().manual_seed(1))
+    try:
+        with torch.no_grad():
+            for c in cand.cands:  # large candidates, so that "the function changed" is visible in the output
+                for t in c.tensors():
+                    t.mul_(30)
+            base = m(X)
+            cand.loss(X, torch.zeros(4, dtype=torch.long), 0.0)  # sets all gates to zero
+            assert (functional_call(cand.net, cand.parameters(), (X,)) - base).abs().max() <= 1e-12
+            scores = [(torch.randn(u.width), torch.randn(cand.k)) for u in cand.units]
+            chosen = select_global(scores, 12)
+            cand.gates = [(torch.zeros(u.width).index_fill(0, s, 1.0), torch.zeros(cand.k).index_fill(0, n, 1.0))
+                          for (s, n), u in zip(chosen, cand.units)]
+            gated = functional_call(cand.net, cand.parameters(), (X,))
+            materialise(m, cand, chosen, birth_round=1)
+            assert (gated - base).abs().max() > 1e-4  # the candidates do change the function...
+            # ...and the materialised network is exactly that function (float64 round-off)
+            assert (m(X) - gated).abs().max() <= 1e-9 * gated.abs().max().clamp_min(1.0)
+    finally:
+        cand.close()
+
+
+def test_global_selection_keeps_the_most_negative_scores_across_layers():
+    scores = [(torch.tensor([0.5, -3.0]), torch.tensor([-1.0, 2.0])),
+              (torch.tensor([-2.0, 0.1, 0.0]), torch.tensor([-0.5, -4.0]))]
+    chosen = select_global(scores, 3)
+    assert [(s.tolist(), n.tolist()) for s, n in chosen] == [([1], []), ([0], [1])]
+    assert sum(len(s) + len(n) for s, n in chosen) == 3
+
+
+def test_firefly_scores_find_the_one_known_loss_reducing_candidate():
+    """Constructed case: every candidate is inert (v = 0, n = 0) except new slot 0 of the last layer, whose fan-out
+    points down the loss gradient. Its gate gradient must be negative, every other exactly zero, and the global
+    selection of one neuron must pick it."""
+    from replication.data import eval_batches, synthetic_cifar
+
+    torch.manual_seed(0)
+    m = build_model("vgg11", [4] * 8, 10).eval()
+    ds = synthetic_cifar(10, 8, 1, seed=0)
+    x, y = next(eval_batches(ds.train_x, ds.train_y, 80))
+    cand = CandidateNetwork(m, SMOKE.replace(firefly_new_per_layer=2), torch.Generator().manual_seed(0))
+    try:
+        with torch.no_grad():
+            for c in cand.cands:
+                for t in c.tensors():
+                    t.zero_()
+            cand.cands[7].n.normal_()
+        grad_o = torch.autograd.grad(cand.loss(x, y, 1.0), cand.cands[7].o)[0]
+        with torch.no_grad():
+            cand.cands[7].o.copy_(-grad_o)
+            cand.cands[7].o[:, 1] = 0  # slot 1 has no fan-out, so it cannot change the loss
+        loss = cand.loss(x, y, SCORE_GATE, requires_gate_grad=True)
+        grads = torch.autograd.grad(loss, [g for pair in cand.gates for g in pair])
+    finally:
+        cand.close()
+    scores = [(grads[2 * i], grads[2 * i + 1]) for i in range(8)]
+    assert scores[7][1][0] < 0
+    others = torch.cat([torch.cat([s, n]) for s, n in scores[:7]] + [scores[7][0], scores[7][1][1:]])
+    assert torch.count_nonzero(others) == 0
+    chosen = select_global(scores, 1)
+    assert chosen[7][1].tolist() == [0] and sum(len(s) + len(n) for s, n in chosen) == 1

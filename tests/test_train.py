@@ -1,0 +1,87 @@
+import json
+import os
+
+import pytest
+import torch
+
+from replication import cli
+from replication.config import SMOKE
+from replication.results import load_cached, run_path
+from replication.train import TrainingDiverged, checkpoint_path, load_model, lr_at, run
+
+
+def test_lr_schedule_restarts_every_round_with_firefly_milestones():
+    cfg = SMOKE.replace(epochs_per_round=160)
+    assert lr_at(cfg, 0) == 0.1 and lr_at(cfg, 79) == 0.1  # Firefly: x0.1 after epoch 79 and after 119
+    assert lr_at(cfg, 80) == pytest.approx(0.01) and lr_at(cfg, 120) == pytest.approx(0.001)
+
+
+def test_a_smoke_run_learns_well_above_chance(tmp_path, tiny_cfg):
+    rec = run(tiny_cfg.replace(method="fixed", epochs_per_round=4), results_dir=str(tmp_path), log=lambda *a: None)
+    assert rec["final"]["test_acc"] > 0.5  # chance is 0.1 on 10 synthetic classes
+
+
+@pytest.mark.parametrize("method", ["firefly", "ours"])
+def test_two_runs_with_one_seed_are_identical(tmp_path, tiny_cfg, method):
+    cfg = tiny_cfg.replace(method=method, lambda_sim=0.1 if method == "ours" else 0.0)
+    a = run(cfg, results_dir=str(tmp_path / "a"), log=lambda *a: None)
+    b = run(cfg, results_dir=str(tmp_path / "b"), log=lambda *a: None)
+    assert [e["test_acc"] for e in a["epochs"]] == [e["test_acc"] for e in b["epochs"]]
+    assert [e["train_loss"] for e in a["epochs"]] == [e["train_loss"] for e in b["epochs"]]
+    assert a["final"]["widths"] == b["final"]["widths"] and a["final"]["widths"] != [8] * 8
+
+
+def test_lambda_zero_reproduces_firefly_exactly(tmp_path, tiny_cfg):
+    ff = run(tiny_cfg.replace(method="firefly"), results_dir=str(tmp_path / "f"), log=lambda *a: None)
+    zero = run(tiny_cfg.replace(method="firefly", lambda_sim=0.0, sim_variant="distribution"),
+               results_dir=str(tmp_path / "z"), log=lambda *a: None)
+    assert [e["train_loss"] for e in ff["epochs"]] == [e["train_loss"] for e in zero["epochs"]]
+
+
+@pytest.mark.parametrize("rebuild", [True, False])
+def test_killed_and_resumed_run_ends_exactly_like_an_uninterrupted_one(tmp_path, tiny_cfg, rebuild):
+    cfg = tiny_cfg.replace(method="firefly", rebuild_optimizer=rebuild, epochs_per_round=2)
+    full = run(cfg, results_dir=str(tmp_path / "full"), log=lambda *a: None)
+    for kill_after in (1, 2, 3):  # mid-round, at a round boundary (before growth), and after growth
+        d = str(tmp_path / f"killed{kill_after}")
+        assert run(cfg, results_dir=d, stop_after_epochs=kill_after, log=lambda *a: None) is None
+        assert os.path.isfile(checkpoint_path(cfg, d))
+        resumed = run(cfg, results_dir=d, log=lambda *a: None)
+        assert resumed["epochs"] == [{**e, "time_s": r["time_s"]} for e, r in zip(full["epochs"], resumed["epochs"])]
+        assert resumed["final"] == full["final"]
+        assert not os.path.exists(checkpoint_path(cfg, d))
+
+
+def test_checkpoint_from_another_config_is_refused(tmp_path, tiny_cfg):
+    cfg = tiny_cfg.replace(method="firefly")
+    run(cfg, results_dir=str(tmp_path), stop_after_epochs=1, log=lambda *a: None)
+    other = cfg.replace(seed=5)
+    os.makedirs(os.path.dirname(checkpoint_path(other, str(tmp_path))), exist_ok=True)
+    os.replace(checkpoint_path(cfg, str(tmp_path)), checkpoint_path(other, str(tmp_path)))
+    with pytest.raises(Exception, match="different config"):
+        run(other, results_dir=str(tmp_path), log=lambda *a: None)
+
+
+def test_identical_config_is_reused_and_record_is_stamped(tmp_path, tiny_cfg):
+    cfg = tiny_cfg.replace(method="random")
+    rec = run(cfg, results_dir=str(tmp_path), log=lambda *a: None)
+    assert load_cached(cfg, str(tmp_path))["config_key"] == cfg.key()
+    stamp = json.load(open(run_path(cfg, str(tmp_path))))["provenance"]
+    assert {"git_sha", "git_dirty", "versions", "device", "time_utc"} <= set(stamp)
+    again = run(cfg, results_dir=str(tmp_path), log=lambda *a: pytest.fail("should not train"))
+    assert again == rec
+    model = load_model(cfg, str(tmp_path), num_classes=10)
+    assert [u.width for u in model.units()] == rec["final"]["widths"]
+    assert [r["round"] for r in rec["rounds"]] == list(range(cfg.rounds))
+    assert rec["rounds"][1]["growth"]["added"] == int(64 * cfg.grow_ratio)
+    assert rec["rounds"][-1]["train_flops"] == rec["final"]["train_flops"] > 0
+
+
+def test_divergence_stops_with_a_clear_error(tmp_path, tiny_cfg):
+    with pytest.raises(TrainingDiverged, match="lower lr"):
+        run(tiny_cfg.replace(method="fixed", lr=1e12), results_dir=str(tmp_path), log=lambda *a: None)
+
+
+def test_cli_trains_and_reports(tmp_path, capsys):
+    assert cli.main(["train", "--preset", "smoke", "--method", "split", "--out", str(tmp_path)]) == 0
+    assert "test acc" in capsys.readouterr().out
