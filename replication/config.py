@@ -18,14 +18,16 @@ METHODS = ("fixed", "random", "split", "firefly", "ours")
 SIM_VARIANTS = ("decorrelate", "distribution")
 SIM_SCOPES = ("all", "new")
 # lambda_sim of method "ours" unless set: chosen by the quick-preset sweep (docs/method.md, notebook 06).
-DEFAULT_LAMBDA_SIM = 0.1
+DEFAULT_LAMBDA_SIM = 1.0
 
 # Fields that only say where things live or how fast they run; they never change a number in the results.
 NON_RESULT_FIELDS = ("data_dir", "download", "num_threads", "progress")
 
 
 def default_data_dir() -> str:
-    return os.environ.get("REPLICATION_DATA", "data")
+    """$REPLICATION_DATA, else data/ at the repository root (not the working directory: notebooks run elsewhere)."""
+    repo_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return os.environ.get("REPLICATION_DATA", os.path.join(repo_root, "data"))
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ def atomic_write_text(path: str, text: str) -> None:
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are meant to be shared
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -113,3 +114,154 @@ def runs_table(records: list[dict]):
                      "params": f["params"], "flops": f["flops"], "train_flops": f["train_flops"],
                      "wall_time_s": r["wall_time_s"], "key": r["config_key"]})
     return pd.DataFrame(rows)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Tables: rendered only from run records, written as Markdown + CSV + LaTeX
+# ----------------------------------------------------------------------------------------------------------------
+METHOD_ORDER = ["fixed (compact)", "fixed (Firefly's final widths)", "fixed (full)", "random", "split", "firefly",
+                "ours"]
+
+
+def _ci95(values) -> tuple[float, float]:
+    """Mean and half-width of the 95 % t-interval (NaN half-width for a single value)."""
+    import math
+
+    from scipy import stats
+    n = len(values)
+    mean = sum(values) / n
+    if n < 2:
+        return mean, float("nan")
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    return mean, stats.t.ppf(0.975, n - 1) * sd / math.sqrt(n)
+
+
+def main_table(records: list[dict]):
+    """Per method: final params, FLOPs, cumulative training FLOPs, top-1 mean +- std over seeds; and the paired
+    difference ours - firefly (same seeds) with its 95 % CI."""
+    import pandas as pd
+
+    from .study import method_label
+    df = runs_table(records)
+    df["method"] = [method_label(r["config"]) for r in records]
+    rows = []
+    for method in [m for m in METHOD_ORDER if m in set(df["method"])]:
+        g = df[df["method"] == method]
+        rows.append({"method": method, "seeds": len(g), "params (K)": g["params"].mean() / 1e3,
+                     "MFLOPs/img": g["flops"].mean() / 1e6, "train TFLOPs": g["train_flops"].mean() / 1e12,
+                     "top-1 (%)": f"{100 * g['test_acc'].mean():.2f} ± {100 * g['test_acc'].std(ddof=1):.2f}"
+                     if len(g) > 1 else f"{100 * g['test_acc'].mean():.2f}"})
+    table = pd.DataFrame(rows)
+    ff = df[df["method"] == "firefly"].set_index("seed")["test_acc"]
+    ours = df[df["method"] == "ours"].set_index("seed")["test_acc"]
+    common = sorted(set(ff.index) & set(ours.index))
+    diff = None
+    if common:
+        mean, half = _ci95([100 * (ours[s] - ff[s]) for s in common])
+        diff = {"seeds": len(common), "mean_pp": mean, "ci95_pp": half}
+    return table, diff
+
+
+def render_main(records: list[dict], dataset: str, preset_name: str) -> tuple:
+    """(table, caption, markdown) of a main table: what the notebook writes and the README shows."""
+    table, diff = main_table(records)
+    pretty = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}.get(dataset, dataset)
+    caption = (f"{pretty}, {preset_name} preset: final parameters, forward MFLOPs per image, cumulative "
+               f"training TFLOPs and last-epoch top-1 test accuracy, mean ± std over {int(table['seeds'].max())} "
+               f"seed(s).")
+    md = f"{caption}\n\n{table.to_markdown(index=False, floatfmt='.2f')}\n\n{diff_sentence(diff)}"
+    return table, caption, md
+
+
+def render_ablations(records: list[dict], preset_name: str) -> tuple:
+    table = ablation_table(records)
+    caption = f"Ablations (CIFAR-10, {preset_name} preset, seed 0): last-epoch top-1 and final similarity statistics."
+    return table, caption, f"{caption}\n\n{table.to_markdown(index=False, floatfmt='.4g')}"
+
+
+def diff_sentence(diff: dict | None) -> str:
+    if diff is None:
+        return "No paired seeds of Firefly and ours."
+    ci = "n/a (one seed)" if diff["ci95_pp"] != diff["ci95_pp"] else f"± {diff['ci95_pp']:.2f}"
+    return (f"Paired difference ours − Firefly over {diff['seeds']} seed(s): {diff['mean_pp']:+.2f} percentage "
+            f"points (95 % CI {ci}).")
+
+
+def write_table(table, name: str, out_dir: str, caption: str = "", floatfmt: str = ".2f") -> dict[str, str]:
+    """Write `table` as name.md / name.csv / name.tex; return the paths."""
+    os.makedirs(out_dir, exist_ok=True)
+    paths = {ext: os.path.join(out_dir, f"{name}.{ext}") for ext in ("md", "csv", "tex")}
+    md = table.to_markdown(index=False, floatfmt=floatfmt)
+    atomic_write_text(paths["md"], (f"{caption}\n\n" if caption else "") + md + "\n")
+    atomic_write_text(paths["csv"], table.to_csv(index=False, float_format="%.6g"))
+    atomic_write_text(paths["tex"], table.to_latex(index=False, float_format="%.2f", caption=caption or None))
+    return paths
+
+
+def update_readme_section(readme_path: str, marker: str, body: str) -> bool:
+    """Replace the text between <!-- marker:start --> and <!-- marker:end -->; True if the file changed."""
+    start, end = f"<!-- {marker}:start -->", f"<!-- {marker}:end -->"
+    text = open(readme_path).read()
+    if start not in text or end not in text:
+        raise ValueError(f"{readme_path} has no {start} ... {end} section")
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    new = f"{head}{start}\n{body.strip()}\n{end}{tail}"
+    if new != text:
+        atomic_write_text(readme_path, new)
+    return new != text
+
+
+def figures_dir(preset_name: str) -> str:
+    return os.path.join(REPO_ROOT, "figures", preset_name)
+
+
+def tables_dir(preset_name: str) -> str:
+    return os.path.join(REPO_ROOT, "results", preset_name, "tables")
+
+
+def final_similarity(record: dict) -> dict:
+    """Mean over layers of the final round's mean |C_sim| and near-duplicate share."""
+    stats = [s for s in record["rounds"][-1]["similarity"] if "mean_abs" in s]
+    return {"mean |C_sim|": sum(s["mean_abs"] for s in stats) / len(stats),
+            "near-duplicate share": sum(s["near_duplicate_share"] for s in stats) / len(stats)}
+
+
+def ablation_table(records: list[dict]):
+    """One row per ablation run: what differs from the default, accuracy, size and final similarity."""
+    import pandas as pd
+
+    from .study import method_label
+    rows = []
+    for r in records:
+        c = r["config"]
+        rows.append({"growth": "random" if c["method"] == "random" else "firefly", "method": method_label(c),
+                     "lambda_sim": c["lambda_sim"], "variant": c["sim_variant"] if c["lambda_sim"] > 0 else "-",
+                     "scope": c["sim_scope"] if c["lambda_sim"] > 0 else "-",
+                     "from round": c["sim_from_round"] if c["lambda_sim"] > 0 else "-", "seed": c["seed"],
+                     "top-1 (%)": 100 * r["final"]["test_acc"], "params (K)": r["final"]["params"] / 1e3,
+                     **final_similarity(r)})
+    return pd.DataFrame(rows).sort_values(["growth", "variant", "scope", "from round", "lambda_sim"],
+                                          key=lambda s: s.astype(str)).reset_index(drop=True)
+
+
+def similarity_table(records: list[dict]):
+    """Per method: final mean |C_sim| and near-duplicate share (means over layers, then over seeds)."""
+    import pandas as pd
+
+    from .study import method_label
+    df = pd.DataFrame([{"method": method_label(r["config"]), **final_similarity(r)} for r in records])
+    order = [m for m in METHOD_ORDER if m in set(df["method"])]
+    return df.groupby("method").mean().reindex(order).reset_index()
+
+
+def cached_csv(path: str, key: str, compute):
+    """Read `path` if its first line records `key`, else `compute()` a DataFrame and write it with that line."""
+    import pandas as pd
+    if os.path.isfile(path):
+        with open(path) as f:
+            if f.readline().strip() == f"# {key}":
+                return pd.read_csv(f)
+    table = compute()
+    atomic_write_text(path, f"# {key}\n" + table.to_csv(index=False, float_format="%.6g"))
+    return table

@@ -10,14 +10,16 @@ import multiprocessing as mp
 import os
 
 from .config import DEFAULT_LAMBDA_SIM, Config, preset
-from .results import load_cached
+from .results import REPO_ROOT, load_cached
+
+RESULTS_ROOT = os.path.join(REPO_ROOT, "results")
 
 # Seeds per preset: CPU presets use fewer; the paper protocol asks for >= 3 (paper-facts.md, "metric").
 DEFAULT_SEEDS = {"smoke": (0, 1), "quick": (0, 1, 2), "paper": (0, 1, 2)}
 LAMBDA_SWEEP = (1e-3, 1e-2, 1e-1, 1.0)  # paper-facts.md: sweep {1e-3, 1e-2, 1e-1, 1}
 
 
-def results_dir(preset_name: str, root: str = "results") -> str:
+def results_dir(preset_name: str, root: str = RESULTS_ROOT) -> str:
     return os.path.join(root, preset_name)
 
 
@@ -72,11 +74,14 @@ def _worker(cfg: Config, rdir: str) -> dict:
     return run(cfg, results_dir=rdir)
 
 
-def ensure(cfgs: list[Config], rdir: str, jobs: int = 1, log=print) -> list[dict]:
-    """Records of `cfgs` in order, training the missing ones (`jobs` processes, cores split between them)."""
+def ensure(cfgs: list[Config], rdir: str, jobs: int = 1, log=print, train: bool = True) -> list[dict]:
+    """Records of `cfgs` in order, training the missing ones (`jobs` processes, cores split between them);
+    with train=False a missing record is an error instead."""
     cfgs = list(dict.fromkeys(cfgs))
     records = {c: load_cached(c, rdir) for c in cfgs}
     missing = [c for c in cfgs if records[c] is None]
+    if missing and not train:
+        raise FileNotFoundError(f"{len(missing)} run(s) missing from {rdir}: {[c.name() for c in missing]}")
     if missing:
         cores = os.cpu_count() or 1
         jobs = max(1, min(jobs, len(missing), cores))
@@ -97,18 +102,21 @@ def ensure(cfgs: list[Config], rdir: str, jobs: int = 1, log=print) -> list[dict
     return [records[c] for c in cfgs]
 
 
-def main_study(preset_name: str, dataset: str, seeds=None, jobs: int = 1, root: str = "results",
-               log=print) -> list[dict]:
+def main_study(preset_name: str, dataset: str, seeds=None, jobs: int = 1, root: str = RESULTS_ROOT,
+               log=print, train: bool = True) -> list[dict]:
     seeds = tuple(seeds) if seeds else DEFAULT_SEEDS[preset_name]
     rdir = results_dir(preset_name, root)
-    recs = ensure(main_configs(preset_name, dataset, seeds), rdir, jobs, log)
+    recs = ensure(main_configs(preset_name, dataset, seeds), rdir, jobs, log, train)
     grown = [fixed_at_final_widths(r) for r in recs if r["config"]["method"] == "firefly"]
-    return recs + ensure(grown, rdir, jobs, log)
+    return recs + ensure(grown, rdir, jobs, log, train)
 
 
-def ablation_study(preset_name: str, dataset: str = "cifar10", jobs: int = 1, root: str = "results",
-                   log=print) -> list[dict]:
-    return ensure(ablation_configs(preset_name, dataset), results_dir(preset_name, root), jobs, log)
+def ablation_study(preset_name: str, dataset: str = "cifar10", jobs: int = 1, root: str = RESULTS_ROOT,
+                   log=print, train: bool = True) -> list[dict]:
+    """The ablation runs plus Firefly (lambda = 0) on the same seed."""
+    rdir = results_dir(preset_name, root)
+    firefly = base_config(preset_name, dataset).replace(method="firefly", seed=0)
+    return ensure(ablation_configs(preset_name, dataset) + [firefly], rdir, jobs, log, train)
 
 
 def dataset_available(preset_name: str, dataset: str) -> bool:
@@ -121,7 +129,7 @@ def dataset_available(preset_name: str, dataset: str) -> bool:
 
 
 def full_study(preset_name: str, seeds=None, jobs: int = 1, datasets=("cifar10", "cifar100"),
-               root: str = "results", log=print) -> None:
+               root: str = RESULTS_ROOT, log=print) -> None:
     """Everything the notebooks need, trained up front so progress shows in the terminal."""
     for ds in datasets:
         if not dataset_available(preset_name, ds):

@@ -1,0 +1,173 @@
+"""Experiments E1-E4 of docs/hyper-hypo.md on the finished runs of the main study (results cached as CSV).
+
+Statistics and channel selections use clean *training* images (the source domain); accuracies use the test split;
+adaptation uses corrupted training images without labels and is evaluated on the same corruption of the test split.
+"""
+from __future__ import annotations
+
+import os
+
+import pandas as pd
+import torch
+
+from . import corruptions, neurons
+from .adaptation import CONDITIONS, AdaptConfig, adapt
+from .results import cached_csv
+from .train import evaluate, load_model
+
+SOURCE_IMAGES = 1000  # clean training images for the statistics and selections
+ADAPT_IMAGES = 1000  # corrupted training images the adaptation sees
+REMOVAL_SEVERITY = 3  # E3 corrupted accuracy: every family at this severity
+REMOVAL_CLEAN_IMAGES = 1000  # E3: clean test images (the same for every removal, so differences are paired)
+REMOVAL_CORRUPTED_IMAGES = 400  # E3: test images per corruption family
+ADAPT_SEVERITY = 5  # E4: the strongest shift
+ADAPT_EVAL_IMAGES = 1000  # E4: corrupted test images per family
+PRUNE_SHARE = 0.10  # E2: bottom 10 % of every layer under each criterion
+
+
+def _acc(model, x_uint8, y):
+    return evaluate(model, x_uint8, y, 500, "cpu")[1]
+
+
+def _models(records, ds, rdir):
+    from .config import Config
+    from .study import method_label
+    out = []
+    for r in records:
+        cfg = Config.from_dict(r["config"])
+        out.append((method_label(r["config"]), cfg.seed, cfg.key(), load_model(cfg, rdir, ds.num_classes)))
+    return out
+
+
+def census(records, ds, rdir) -> pd.DataFrame:
+    """E1 (and the input of E2-E4): per-channel statistics of every model on clean training images."""
+    x = ds.train_x[:SOURCE_IMAGES]
+
+    def compute():
+        frames = []
+        for method, seed, _, model in _models(records, ds, rdir):
+            df = neurons.channel_stats(model, x)
+            df.insert(0, "seed", seed)
+            df.insert(0, "method", method)
+            frames.append(df)
+        return pd.concat(frames, ignore_index=True)
+    return cached_csv(os.path.join(rdir, "neurons_stats.csv"), _key(records, "stats"), compute)
+
+
+def _key(records, what):
+    return what + "|" + "|".join(sorted(r["config_key"] for r in records))
+
+
+def census_table(stats: pd.DataFrame, by=("method",)) -> pd.DataFrame:
+    g = stats.groupby(list(by))
+    return pd.DataFrame({
+        "channels": g.size(), "hypo (%)": 100 * g["kind"].apply(lambda k: (k == "hypo").mean()),
+        "hyper (%)": 100 * g["kind"].apply(lambda k: (k == "hyper").mean()),
+        "hypo@0.01 (%)": 100 * g["firing_rate"].apply(lambda p: (p <= 0.01).mean()),
+        "hyper@0.99 (%)": 100 * g["firing_rate"].apply(lambda p: (p >= 0.99).mean()),
+        "hypo@0.10 (%)": 100 * g["firing_rate"].apply(lambda p: (p <= 0.10).mean()),
+        "hyper@0.90 (%)": 100 * g["firing_rate"].apply(lambda p: (p >= 0.90).mean()),
+        "redundant (max|C_sim|>0.9, %)": 100 * g["max_abs_csim"].apply(lambda c: (c > 0.9).mean()),
+        "mean max|corr|": g["max_abs_corr"].mean(),
+        "corr(p, Φ(β/|γ|))": g.apply(lambda d: d["firing_rate"].corr(d["phi_prediction"]), include_groups=False),
+    }).reset_index()
+
+
+def criteria_overlap(records, ds, rdir, stats: pd.DataFrame) -> pd.DataFrame:
+    """E2: for each criterion, the hypo/hyper shares of its bottom PRUNE_SHARE channels per layer."""
+    def compute():
+        rows = []
+        for method, seed, _, model in _models(records, ds, rdir):
+            st = stats[(stats["method"] == method) & (stats["seed"] == seed)].reset_index(drop=True)
+            taylor = neurons.taylor_scores(model, ds.train_x[:SOURCE_IMAGES], ds.train_y[:SOURCE_IMAGES])
+            scores = neurons.criterion_scores(st, taylor, seed)
+            for crit in neurons.CRITERIA:
+                sel = neurons.bottom_k(scores, crit, PRUNE_SHARE)
+                rows.append({"method": method, "seed": seed, "criterion": crit, "selected": len(sel),
+                             "hypo share (%)": 100 * (sel["kind"] == "hypo").mean(),
+                             "hyper share (%)": 100 * (sel["kind"] == "hyper").mean(),
+                             "base hypo (%)": 100 * (st["kind"] == "hypo").mean(),
+                             "base hyper (%)": 100 * (st["kind"] == "hyper").mean()})
+        return pd.DataFrame(rows)
+    return cached_csv(os.path.join(rdir, "neurons_criteria.csv"), _key(records, "criteria"), compute)
+
+
+def _random_like(rows: pd.DataFrame, stats: pd.DataFrame, seed: int) -> pd.DataFrame:
+    """Random channels with the same count per layer as `rows` (the equal-size control)."""
+    g = torch.Generator().manual_seed(seed)
+    picks = []
+    for layer, n in rows.groupby("layer").size().items():
+        pool = stats[stats["layer"] == layer]
+        picks.append(pool.iloc[torch.randperm(len(pool), generator=g)[:n].tolist()])
+    return pd.concat(picks) if picks else rows
+
+
+def removal(records, ds, rdir, stats: pd.DataFrame) -> pd.DataFrame:
+    """E3: accuracy with hypo, hyper, both, or an equal-size random set removed (zero- and mean-ablation)."""
+    def compute():
+        rows = []
+        n = REMOVAL_CORRUPTED_IMAGES
+        corrupted = {f: corruptions.to_uint8(corruptions.corrupt(ds.test_x[:n], f, REMOVAL_SEVERITY, seed=1))
+                     for f in corruptions.FAMILIES}
+        for method, seed, _, model in _models(records, ds, rdir):
+            st = stats[(stats["method"] == method) & (stats["seed"] == seed)]
+            sets = {"none": st.iloc[:0], "hypo": st[st["kind"] == "hypo"], "hyper": st[st["kind"] == "hyper"],
+                    "hyper+hypo": st[st["kind"] != "normal"]}
+            sets["random (size of hyper+hypo)"] = _random_like(sets["hyper+hypo"], st, seed)
+            values = neurons.mean_values(st)
+            for name, chosen in sets.items():
+                for mode in ("zero", "mean") if name != "none" else ("-",):
+                    with neurons.ablate(model, neurons.channels_by_layer(chosen),
+                                        values if mode == "mean" else None):
+                        clean = _acc(model, ds.test_x[:REMOVAL_CLEAN_IMAGES], ds.test_y[:REMOVAL_CLEAN_IMAGES])
+                        corr = sum(_acc(model, x, ds.test_y[:len(x)]) for x in corrupted.values()) / len(corrupted)
+                    rows.append({"method": method, "seed": seed, "removed": name, "ablation": mode,
+                                 "channels": len(chosen), "clean acc (%)": 100 * clean,
+                                 f"corrupted acc, severity {REMOVAL_SEVERITY} (%)": 100 * corr})
+        return pd.DataFrame(rows)
+    key = _key(records, f"removal|{REMOVAL_SEVERITY}|{REMOVAL_CLEAN_IMAGES}|{REMOVAL_CORRUPTED_IMAGES}")
+    return cached_csv(os.path.join(rdir, "neurons_removal.csv"), key, compute)
+
+
+def adaptation(records, ds, rdir, stats: pd.DataFrame, cfg: AdaptConfig = AdaptConfig()) -> pd.DataFrame:
+    """E4: test error on each corruption family after each adaptation condition (same step budget)."""
+    def compute():
+        rows = []
+        for method, seed, _, model in _models(records, ds, rdir):
+            st = stats[(stats["method"] == method) & (stats["seed"] == seed)]
+            hh = st[st["kind"] != "normal"]
+            selections = {"hyper_hypo": neurons.channels_by_layer(hh),
+                          "random_channels": neurons.channels_by_layer(_random_like(hh, st, seed))}
+            for family in corruptions.FAMILIES:
+                target = corruptions.to_uint8(corruptions.corrupt(ds.train_x[-ADAPT_IMAGES:], family,
+                                                                  ADAPT_SEVERITY, seed=2))
+                test_x, test_y = ds.test_x[:ADAPT_EVAL_IMAGES], ds.test_y[:ADAPT_EVAL_IMAGES]
+                test = corruptions.to_uint8(corruptions.corrupt(test_x, family, ADAPT_SEVERITY, seed=3))
+                for cond in CONDITIONS:
+                    adapted = adapt(model, target, cond, cfg, selections.get(cond), seed=seed)
+                    rows.append({"method": method, "seed": seed, "family": family, "condition": cond,
+                                 "selected channels": len(hh) if cond in selections else 0,
+                                 "error (%)": 100 * (1 - _acc(adapted, test, test_y))})
+        return pd.DataFrame(rows)
+    key = _key(records, f"adapt|{cfg}|{ADAPT_SEVERITY}|{ADAPT_IMAGES}|{ADAPT_EVAL_IMAGES}")
+    return cached_csv(os.path.join(rdir, "neurons_adaptation.csv"), key, compute)
+
+
+def adaptation_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Error per family and condition (mean ± std over seeds and methods' models), and the paired difference of
+    hyper+hypo-first minus the random-channel control."""
+    cells = df.groupby(["condition", "family"])["error (%)"].agg(["mean", "std"]).reset_index()
+    cells["cell"] = [f"{m:.2f} ± {s:.2f}" for m, s in zip(cells["mean"], cells["std"].fillna(0))]
+    table = cells.pivot(index="condition", columns="family", values="cell").reindex(CONDITIONS)
+    table["mean over families"] = df.groupby("condition")["error (%)"].mean().reindex(CONDITIONS).map("{:.2f}".format)
+    paired = df.pivot_table(index=["method", "seed", "family"], columns="condition", values="error (%)")
+    diff = paired["hyper_hypo"] - paired["random_channels"]
+    from .results import _ci95
+    row = {}
+    for family in corruptions.FAMILIES:
+        mean, half = _ci95(list(diff.xs(family, level="family").to_numpy()))
+        row[family] = f"{mean:+.2f} ± {half:.2f}"
+    mean, half = _ci95(list(diff.to_numpy()))
+    row["mean over families"] = f"{mean:+.2f} ± {half:.2f}"
+    table.loc["hyper_hypo − random_channels (95 % CI)"] = row
+    return table.reset_index()

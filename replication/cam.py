@@ -1,0 +1,134 @@
+"""Grad-CAM maps of finished (grown) models and the numbers behind the paper's "attends to the whole object" claim.
+
+Uses the grad-cam library (pytorch-grad-cam). Its hooks attach to the module objects passed in, so a CAM is only
+ever built on a model whose growth has finished (growth replaces parameters, not modules, but a later growth step
+would change the maps). Maps are computed for the ground-truth class and upsampled to 32x32 by the library.
+"""
+from __future__ import annotations
+
+import contextlib
+import warnings
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import data as data_mod
+
+COVERAGE_THRESHOLD = 0.5  # share of pixels whose (per-image min-max scaled) CAM exceeds this (our choice)
+ROAD_PERCENTILES = (20, 40, 60, 80)  # fewer than the library's default nine, to keep 500 images in CPU minutes
+
+
+@contextlib.contextmanager
+def _library_quiet():
+    """grad-cam 1.5.7 calls np.transpose on torch tensors, which NumPy 2 flags as deprecated; nothing we can fix."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="__array_wrap__ must accept context", category=DeprecationWarning)
+        yield
+
+
+def target_layer(model: nn.Module, layer: int = -1) -> nn.Module:
+    """The block whose output Grad-CAM reads: unit `layer` (default the last conv, 2x2 maps in VGG-19)."""
+    units = model.units()
+    return units[layer].output if layer != -1 else model.cam_layer()
+
+
+def pick_images(labels: torch.Tensor, per_class: int) -> torch.Tensor:
+    """The first `per_class` test images of every class, in class order: a fixed set covering all classes."""
+    idx = [torch.nonzero(labels == c).flatten()[:per_class] for c in labels.unique().tolist()]
+    return torch.stack(idx, 1).flatten() if per_class > 1 else torch.cat(idx)
+
+
+def cam_maps(model: nn.Module, images_uint8: torch.Tensor, labels: torch.Tensor, layer: int = -1,
+             batch_size: int = 100) -> np.ndarray:
+    """(N, 32, 32) Grad-CAM maps in [0, 1] for the ground-truth classes."""
+    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    model.eval()
+    out = []
+    with _library_quiet(), GradCAM(model=model, target_layers=[target_layer(model, layer)]) as cam:
+        for start in range(0, len(labels), batch_size):
+            x = data_mod.normalise(images_uint8[start:start + batch_size])
+            targets = [ClassifierOutputTarget(int(c)) for c in labels[start:start + batch_size]]
+            out.append(cam(input_tensor=x, targets=targets))
+    return np.concatenate(out)
+
+
+def overlay(images_uint8: torch.Tensor, maps: np.ndarray) -> list[np.ndarray]:
+    """RGB overlays; the library wants un-normalised float images in [0, 1]."""
+    from pytorch_grad_cam.utils.image import show_cam_on_image
+
+    rgb = images_uint8.permute(0, 2, 3, 1).float().div(255).numpy()
+    with _library_quiet():
+        return [show_cam_on_image(img, m, use_rgb=True) for img, m in zip(rgb, maps)]
+
+
+def cam_metrics(model: nn.Module, images_uint8: torch.Tensor, labels: torch.Tensor, layer: int = -1,
+                batch_size: int = 100):
+    """Per-image table: coverage, the library's confidence change when the image is multiplied by its CAM, and
+    ROAD (combined MoRF/LeRF, higher = more faithful), with the model's correctness."""
+    import pandas as pd
+    from pytorch_grad_cam.metrics.cam_mult_image import CamMultImageConfidenceChange
+    from pytorch_grad_cam.metrics.road import ROADCombined
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget
+
+    maps = cam_maps(model, images_uint8, labels, layer, batch_size)
+    conf_change, road = [], []
+    road_metric = ROADCombined(percentiles=list(ROAD_PERCENTILES))
+    for start in range(0, len(labels), batch_size):
+        x = data_mod.normalise(images_uint8[start:start + batch_size])
+        targets = [ClassifierOutputSoftmaxTarget(int(c)) for c in labels[start:start + batch_size]]
+        m = maps[start:start + batch_size]
+        with _library_quiet():
+            conf_change.append(np.asarray(CamMultImageConfidenceChange()(x, m, targets, model)).reshape(-1))
+            road.append(np.asarray(road_metric(x, m, targets, model)).reshape(-1))
+    with torch.no_grad():
+        pred = torch.cat([model(data_mod.normalise(images_uint8[s:s + batch_size])).argmax(1)
+                          for s in range(0, len(labels), batch_size)])
+    return pd.DataFrame({"image": np.arange(len(labels)), "label": labels.numpy(),
+                         "correct": (pred == labels).numpy(),
+                         "coverage": (maps > COVERAGE_THRESHOLD).mean(axis=(1, 2)),
+                         "confidence_change": np.concatenate(conf_change), "road": np.concatenate(road)})
+
+
+def cam_study(models: dict, ds, layer: int, n_images: int, cache_path: str, cache_key: str):
+    """Per-image CAM metrics of several finished models on the same fixed test images, cached in a CSV whose
+    first line records what produced it (the models' config keys, layer, image count)."""
+    import pandas as pd
+
+    from .results import cached_csv
+
+    def compute():
+        idx = pick_images(ds.test_y, max(1, n_images // ds.num_classes))
+        frames = []
+        for name, model in models.items():
+            m = cam_metrics(model, ds.test_x[idx], ds.test_y[idx], layer)
+            m.insert(0, "method", name)
+            m["image"] = idx.numpy()
+            frames.append(m)
+        return pd.concat(frames, ignore_index=True)
+    return cached_csv(cache_path, cache_key, compute)
+
+
+def cam_summary(metrics):
+    """Mean ± std per method, and the per-image paired difference (second method - first) with a 95 % CI."""
+    import pandas as pd
+
+    from .results import _ci95
+    methods = list(dict.fromkeys(metrics["method"]))
+    cols = ["coverage", "confidence_change", "road"]
+    rows = []
+    for m in methods:
+        g = metrics[metrics["method"] == m]
+        rows.append({"method": m, "images": len(g), "accuracy (%)": 100 * g["correct"].mean(),
+                     **{c: f"{g[c].mean():.4f} ± {g[c].std(ddof=1):.4f}" for c in cols}})
+    if len(methods) == 2:
+        a = metrics[metrics["method"] == methods[0]].set_index("image")
+        b = metrics[metrics["method"] == methods[1]].set_index("image")
+        row = {"method": f"{methods[1]} − {methods[0]} (95 % CI)", "images": len(a), "accuracy (%)": float("nan")}
+        for c in cols:
+            mean, half = _ci95(list((b[c] - a[c]).to_numpy()))
+            row[c] = f"{mean:+.4f} ± {half:.4f}"
+        rows.append(row)
+    return pd.DataFrame(rows)
