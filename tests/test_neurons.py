@@ -97,23 +97,26 @@ def test_corruptions_are_deterministic_in_range_and_monotone(family, images):
         corruptions.corrupt(x, family, 6)
 
 
-def test_pseudo_label_filter_keeps_only_confident_samples(model, images):
-    keep, labels = pseudo_labels(model, images.train_x, confidence=0.12)
+def test_pseudo_label_filter_keeps_only_samples_above_the_threshold(model, images):
+    keep, labels, threshold = pseudo_labels(model, images.train_x, confidence_quantile=0.7)
     with torch.no_grad():
         p = model(normalise(images.train_x)).softmax(1)
-    assert torch.equal(keep, (p.max(1).values >= 0.12).nonzero().flatten())
+    top = p.max(1).values
+    assert threshold == pytest.approx(torch.quantile(top, 0.7).item())
+    assert torch.equal(keep, (top >= threshold).nonzero().flatten())
+    assert (top[keep] >= threshold).all() and 0 < len(keep) <= 0.35 * len(top)
     assert torch.equal(labels, p.argmax(1)[keep])
 
 
 def test_gradient_masks_freeze_exactly_the_unselected_parameters(model, images):
-    cfg = AdaptConfig(steps=3, batch_size=16, confidence=0.0, lr=0.1)
+    cfg = AdaptConfig(steps=3, batch_size=16, confidence_quantile=0.0, lr=0.1)
     selected = {1: [0, 3], 4: [2]}
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     masks = channel_masks(model, selected)
     # Only stage 1 (masked): a one-condition run whose second stage has no steps.
     from replication.adaptation import _train
     m = __import__("copy").deepcopy(model)
-    keep, labels = pseudo_labels(m, images.train_x, 0.0)
+    keep, labels, _ = pseudo_labels(m, images.train_x, 0.0)
     _train(m, images.train_x[keep], labels, 3, cfg, list(m.parameters()), masks=masks,
            generator=torch.Generator().manual_seed(0))
     changed_any = False
