@@ -18,7 +18,7 @@ from torch import nn
 from . import data as data_mod
 from . import results as res
 from .config import Config
-from .growth import carry_optimizer_state
+from .growth import carry_optimizer_state, snapshot_params
 from .models import build_model, count_flops, count_params, initial_widths, widths_of
 from .similarity import constraint, model_stats
 from .strategies import grow
@@ -173,7 +173,7 @@ def run(cfg: Config, results_dir: str = "results", device: str | torch.device = 
     for r in range(start_round, cfg.rounds):
         growth = None
         if r > 0 and cfg.grows and start_epoch == 0:
-            before = dict(model.named_parameters())
+            before = snapshot_params(model)
             g_t = time.perf_counter()
             growth = grow(model, cfg, ds, r, generator_for(cfg.seed, "grow", r), device)
             growth["time_s"] = time.perf_counter() - g_t
