@@ -29,6 +29,8 @@ def _parse_value(field: dataclasses.Field, text: str):
 
 def config_from_args(args) -> Config:
     overrides = {}
+    if getattr(args, "no_verify", False):
+        overrides["verify_data"] = False
     for name in ("dataset", "arch", "method", "seed", "lambda_sim", "data_dir", "download", "num_threads"):
         value = getattr(args, name, None)
         if value is not None:
@@ -68,6 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                        "(default: $REPLICATION_DATA or data/)")
     t.add_argument("--download", action="store_true", default=None,
                    help="download CIFAR through torchvision if it is missing (needs network)")
+    t.add_argument("--no-verify", dest="no_verify", action="store_true",
+                   help="use data files that fail the md5 / pixel-fingerprint check (recorded as unverified)")
     t.add_argument("--threads", dest="num_threads", type=int, help="torch CPU threads (default: all cores)")
     t.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
     t.add_argument("--out", default="results", help="results folder (default results/)")

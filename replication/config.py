@@ -21,7 +21,7 @@ SIM_SCOPES = ("all", "new")
 DEFAULT_LAMBDA_SIM = 1.0
 
 # Fields that only say where things live or how fast they run; they never change a number in the results.
-NON_RESULT_FIELDS = ("data_dir", "download", "num_threads", "progress")
+NON_RESULT_FIELDS = ("data_dir", "download", "verify_data", "num_threads", "progress")
 
 
 def default_data_dir() -> str:
@@ -36,6 +36,7 @@ class Config:
     dataset: str = "cifar10"
     data_dir: str = field(default_factory=default_data_dir)
     download: bool = False
+    verify_data: bool = True  # False accepts files that fail the md5/pixel check (recorded as "unverified")
     train_per_class: int | None = None  # stratified subset of the training split; None = all
     test_per_class: int | None = None
     augment: bool = True  # random crop 32 (pad 4) + horizontal flip, as Firefly's CIFAR pipeline

@@ -210,12 +210,12 @@ def stratified_subset(labels: torch.Tensor, per_class: int, seed: int) -> torch.
     return torch.cat(chosen).sort().values
 
 
-def load_dataset(cfg, verify: bool = True) -> Dataset:
+def load_dataset(cfg) -> Dataset:
     """The data set a config asks for, subset as the config says (subsets are seeded independently of the run)."""
     if cfg.dataset == "synthetic":
         ds = synthetic_cifar(cfg.synthetic_classes, cfg.synthetic_train_per_class, cfg.synthetic_test_per_class)
     else:
-        ds = load_cifar(cfg.dataset, cfg.data_dir, download=cfg.download, verify=verify)
+        ds = load_cifar(cfg.dataset, cfg.data_dir, download=cfg.download, verify=cfg.verify_data)
     # Subsets use a fixed seed (not the run seed) so every seed of a study sees the same images.
     if cfg.train_per_class is not None:
         idx = stratified_subset(ds.train_y, cfg.train_per_class, seed=1234)

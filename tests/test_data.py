@@ -34,6 +34,16 @@ def test_files_that_are_not_the_official_data_are_rejected_with_advice(tmp_path,
         load_cifar(name, str(tmp_path))
 
 
+def test_no_verify_flag_reaches_the_loader(tmp_path):
+    from replication import cli
+    ds = data.synthetic_cifar(10, 2, 1, seed=1)
+    _write(tmp_path, "cifar10", ds, 10)
+    args = cli.build_parser().parse_args(["train", "--data-dir", str(tmp_path), "--no-verify"])
+    cfg = cli.config_from_args(args)
+    assert cfg.verify_data is False and cfg.key() == cfg.replace(verify_data=True).key()
+    assert len(data.load_dataset(cfg.replace(train_per_class=None, test_per_class=None)).train_y) == 20
+
+
 def test_missing_data_says_what_to_do(tmp_path):
     with pytest.raises(DataError) as err:
         load_cifar("cifar10", str(tmp_path))
