@@ -20,7 +20,7 @@ from replication import data as data_mod  # noqa: E402
 from replication.config import QUICK  # noqa: E402
 from replication.models import build_model, full_widths  # noqa: E402
 from replication.similarity import constraint  # noqa: E402
-from replication.strategies import grow, neurons_to_add  # noqa: E402
+from replication.strategies import grow  # noqa: E402
 from replication.train import make_optimizer, train_epoch  # noqa: E402
 
 BATCH = 128

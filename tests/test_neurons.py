@@ -1,3 +1,5 @@
+import copy
+
 import pandas as pd
 import pytest
 import torch
@@ -115,7 +117,7 @@ def test_gradient_masks_freeze_exactly_the_unselected_parameters(model, images):
     masks = channel_masks(model, selected)
     # Only stage 1 (masked): a one-condition run whose second stage has no steps.
     from replication.adaptation import _train
-    m = __import__("copy").deepcopy(model)
+    m = copy.deepcopy(model)
     keep, labels, _ = pseudo_labels(m, images.train_x, 0.0)
     _train(m, images.train_x[keep], labels, 3, cfg, list(m.parameters()), masks=masks,
            generator=torch.Generator().manual_seed(0))

@@ -2,7 +2,6 @@ import json
 import os
 
 import pytest
-import torch
 
 from replication import cli
 from replication.config import SMOKE
