@@ -1,17 +1,22 @@
 """Firefly's growth step ("fireflyn", Wu et al. 2020), implemented from its published description.
 
 Candidates per unit l of width C and K brand-new slots: every neuron may split (direction v), and K new neurons
-(filter n, fan-out o) may be added. All candidates live at once in a *candidate network*: a copy of the model grown
-by 2C + K channels per unit, laid out as [original | w+v copies | w-v copies | new]. Its consumer reads them through
+(filter n, fan-out o) may be added. All candidates live at once in a *candidate network*: the model with every unit
+3C + K channels wide, laid out as [original | w+v copies | w-v copies | new]. Its consumer reads them through
 per-channel gates g:
 
     original channel scaled by (1 - g_split), each copy by g_split / 2, a new neuron by g_new.
 
 At g = 0 it computes exactly the current network; at g = 1 for a split it computes the split network (two children
 with halved fan-out). So (1) one pass trains v, n, o with every gate at 1 (RMSprop, small L2), then (2) one pass
-with every gate at (almost) 0 accumulates dL/dg, the first-order predicted loss change of adding each candidate, and (3) the
+with every gate at 0 accumulates dL/dg, the first-order predicted loss change of adding each candidate, and (3) the
 n = int(total x ratio) most negative are kept, over all layers together, and materialised with the exact primitives.
 BN runs in eval mode throughout (Firefly freezes its statistics during the step).
+
+Cost. The consumer applies the same weights w to the original channel and both copies, so it first mixes them into
+one channel, mix = (1 - g) h + g (h+ + h-) / 2, and reads C + K inputs instead of 3C + K. A unit's own rows w, w+v,
+w-v are formed from two products, conv(mix, w) and conv(mix, v). Per pair of layers this costs 2C^2 + 2CK MACs per
+position instead of (3C + K)^2: 5x less at C = 16, K = 70 (the first growth step), ~3x at C = 300.
 """
 from __future__ import annotations
 
@@ -20,16 +25,15 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.func import functional_call
+from torch.nn import functional as F
 
 from . import data as data_mod
 from .growth import add_neurons, split_neurons
 from .models import Unit
 
-
-# Gate value at which the score gradients are taken. Not exactly 0: a max-pool over an all-zero channel sends its
-# gradient to an arbitrary position, while for any g > 0 maxpool(g*h) = g*maxpool(h) picks the true argmax.
-SCORE_GATE = 1e-6
+# Gate value at which the scores dL/dg are taken. The gates act after every per-channel operation (pooling
+# included), right where the consumer mixes the channels, so the gradient at exactly g = 0 is well defined.
+SCORE_GATE = 0.0
 
 
 @dataclass
@@ -57,96 +61,138 @@ def _init_candidates(unit: Unit, k: int, cfg, g: torch.Generator, device) -> Can
                       [t.to(device).requires_grad_() for t in dw])
 
 
-def _tensor_names(model: nn.Module) -> dict[int, str]:
-    return {id(m): name for name, m in model.named_modules()}
+def _replicate(t: torch.Tensor, k: int, fill: float) -> torch.Tensor:
+    """Per-channel tensor of a unit laid out like the candidate channels: [t | t | t | fill x k]."""
+    t = t.detach()
+    return torch.cat([t, t, t, t.new_full((k, *t.shape[1:]), fill)])
+
+
+def _conv(conv: nn.Conv2d, x: torch.Tensor, weight: torch.Tensor, bias=None, groups: int = 1) -> torch.Tensor:
+    """`conv`'s geometry (stride, padding, dilation) applied with other weights."""
+    return F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, groups)
+
+
+class _CandidateBN(nn.Module):
+    """Eval-mode BN over [original | copies | copies | new]: copies share the parent's statistics and affine, new
+    channels start with identity statistics and affine (gamma = 1, beta = 0)."""
+
+    def __init__(self, bn: nn.BatchNorm2d, k: int):
+        super().__init__()
+        self.eps = bn.eps
+        self.stats = [_replicate(bn.running_mean, k, 0.0), _replicate(bn.running_var, k, 1.0),
+                      _replicate(bn.weight, k, 1.0), _replicate(bn.bias, k, 0.0)]
+
+    def forward(self, x):
+        mean, var, weight, bias = self.stats
+        return F.batch_norm(x, mean, var, weight, bias, False, 0.0, self.eps)
+
+
+class _CandidateDepthwise(nn.Module):
+    """A depthwise follower over the candidate channels; new channels use their own trainable filters."""
+
+    def __init__(self, conv: nn.Conv2d, new_filters: torch.Tensor):
+        super().__init__()
+        self.source = (conv,)  # a tuple, so the model's own module is not registered as a child of the copy
+        self.new_filters = new_filters
+
+    def forward(self, x):
+        conv = self.source[0]
+        w = conv.weight.detach()
+        return _conv(conv, x, torch.cat([w, w, w, self.new_filters]), groups=x.shape[1])
+
+
+class _CandidateRows(nn.Module):
+    """Unit i's conv: outputs [a | a + b | a - b | c], a = original rows, b = split directions, c = new rows."""
+
+    def __init__(self, cand: "CandidateNetwork", i: int):
+        super().__init__()
+        self.cand, self.i = cand, i
+
+    def forward(self, x):
+        cand, i = self.cand, self.i
+        conv, c = cand.units[i].conv, cand.cands[i]
+        w = conv.weight.detach()
+        if cand.reads_candidates(i):  # x holds the previous unit's 3C' + K channels
+            mix, new = cand.mix(i - 1, x)
+            a = _conv(conv, mix, w) + _conv(conv, new, cand.cands[i - 1].o)  # the new neurons reach w's rows only
+            bc = _conv(conv, mix, torch.cat([c.v, c.n]))
+            b, c_new = bc[:, :len(w)], bc[:, len(w):]
+        else:
+            a, b, c_new = _conv(conv, x, torch.cat([w, c.v, c.n])).split([len(w), len(w), cand.k], dim=1)
+        return torch.cat([a, a + b, a - b, c_new], dim=1)
+
+
+class _CandidateConsumer(nn.Module):
+    """A consumer that is not itself a unit (the classifier): reads the mixed channels through [w | o]."""
+
+    def __init__(self, cand: "CandidateNetwork", i: int, consumer: nn.Module):
+        super().__init__()
+        self.cand, self.i = cand, i
+        self.source = (consumer,)  # not registered as a child (see _CandidateDepthwise)
+
+    def forward(self, x):
+        mix, new = self.cand.mix(self.i, x)
+        m = self.source[0]
+        weight = torch.cat([m.weight.detach(), self.cand.cands[self.i].o], dim=1)
+        bias = m.bias.detach() if m.bias is not None else None
+        inputs = torch.cat([mix, new], dim=1)
+        return _conv(m, inputs, weight, bias) if isinstance(m, nn.Conv2d) else F.linear(inputs, weight, bias)
+
+
+def _replace_module(root: nn.Module, name: str, new: nn.Module) -> None:
+    parent, _, attr = name.rpartition(".")
+    setattr(root.get_submodule(parent) if parent else root, attr, new)
 
 
 class CandidateNetwork:
-    """The model with every candidate of every unit attached behind gates (see module docstring)."""
+    """The model with every candidate of every unit attached behind gates (see module docstring).
+
+    A structural copy of the model in which each unit's conv, BN, depthwise followers and non-unit consumer are
+    replaced by modules that compute the candidate channels from the model's (frozen) tensors and the trainable
+    candidate tensors; activations and pooling act per channel and are reused unchanged.
+    """
 
     def __init__(self, model: nn.Module, cfg, generator: torch.Generator):
         self.model = model
         self.units = model.units()
         device = next(model.parameters()).device
-        k = cfg.firefly_new_per_layer
-        self.k = k
+        self.k = k = cfg.firefly_new_per_layer
         self.cands = [_init_candidates(u, k, cfg, generator, device) for u in self.units]
-        # The structural copy: same modules, each unit 3C + K wide (values are supplied at call time).
-        self.net = copy.deepcopy(model).eval()
-        for u in self.net.units():
-            c = u.width
-            add_neurons(u, u.conv.weight.new_zeros(2 * c + k, *u.conv.weight.shape[1:]),
-                        u.consumer.weight.new_zeros(u.consumer.weight.shape[0], 2 * c + k,
-                                                    *u.consumer.weight.shape[2:]), birth_round=0)
-        names = _tensor_names(self.net)
-        self.net_units = self.net.units()
-        self.keys = [(names[id(u.conv)], names[id(u.bn)], [(names[id(d)], names[id(b)]) for d, b in u.followers],
-                      names[id(u.consumer)]) for u in self.net_units]
-        self.gates = [None] * len(self.units)
-        self._hooks = [u.output.register_forward_hook(self._gate_hook(i)) for i, u in enumerate(self.net_units)]
-        # Everything the candidates leave unchanged (birth rounds are bookkeeping, not used in forward).
-        self.frozen = {n: t.detach() for n, t in model.state_dict().items() if not n.endswith("birth_round")}
-        self.unit_convs = {id(u.conv) for u in self.units}
-
-    def _gate_hook(self, i):
-        def hook(module, inputs, out):
-            g_split, g_new = self.gates[i]
-            mask = torch.cat([1 - g_split, g_split / 2, g_split / 2, g_new])
-            return out * mask.view(1, -1, *([1] * (out.dim() - 2)))
-        return hook
-
-    def close(self):
-        for h in self._hooks:
-            h.remove()
-
-    def _rows(self, i: int) -> torch.Tensor:
-        """Unit i's conv rows over its original inputs, widened to the candidate network's inputs when it reads
-        the previous unit's channels."""
-        u, c = self.units[i], self.cands[i]
-        w = u.conv.weight.detach()
-        rows = torch.cat([w, w + c.v, w - c.v, c.n])  # (3C + K, C_in, kh, kw)
-        if i > 0 and self.units[i - 1].consumer is u.conv:
-            rows = self._expand_columns(rows, i - 1, consumer_unit=i)
-        return rows
-
-    def _expand_columns(self, w: torch.Tensor, producer: int, consumer_unit: int | None) -> torch.Tensor:
-        """Widen a consumer's input columns from C to 3C + K: [w | w | w | fan-out of the new neurons]."""
-        o = self.cands[producer].o  # (C_next, K, ...) over the consumer's original rows
-        if consumer_unit is not None:  # the consumer is itself a unit: its split copies read o too, new rows 0
-            o = torch.cat([o, o, o, o.new_zeros(self.k, *o.shape[1:])])
-        return torch.cat([w, w, w, o], dim=1)
-
-    def parameters(self) -> dict[str, torch.Tensor]:
-        p = dict(self.frozen)
+        self.gates: list = [None] * len(self.units)
+        unit_convs = {id(u.conv) for u in self.units}
+        self._reads = [i > 0 and self.units[i - 1].consumer is u.conv for i, u in enumerate(self.units)]
+        self.net = copy.deepcopy(model).eval().requires_grad_(False)
+        names = {id(m): name for name, m in model.named_modules()}
         for i, (u, c) in enumerate(zip(self.units, self.cands)):
-            conv_key, bn_key, follower_keys, consumer_key = self.keys[i]
-            p[f"{conv_key}.weight"] = self._rows(i)
-            _bn_into(p, bn_key, u.bn, self.k)
-            for (dk, dbk), (dw, dbn), dw_new in zip(follower_keys, u.followers, c.dw):
-                w = dw.weight.detach()
-                p[f"{dk}.weight"] = torch.cat([w, w, w, dw_new])
-                _bn_into(p, dbk, dbn, self.k)
-            if id(u.consumer) not in self.unit_convs:  # e.g. the classifier
-                p[f"{consumer_key}.weight"] = self._expand_columns(u.consumer.weight.detach(), i, None)
-        return p
+            _replace_module(self.net, names[id(u.conv)], _CandidateRows(self, i))
+            _replace_module(self.net, names[id(u.bn)], _CandidateBN(u.bn, k))
+            for (dw, dw_bn), dw_new in zip(u.followers, c.dw):
+                _replace_module(self.net, names[id(dw)], _CandidateDepthwise(dw, dw_new))
+                _replace_module(self.net, names[id(dw_bn)], _CandidateBN(dw_bn, k))
+            if id(u.consumer) not in unit_convs:
+                _replace_module(self.net, names[id(u.consumer)], _CandidateConsumer(self, i, u.consumer))
+
+    def reads_candidates(self, i: int) -> bool:
+        return self._reads[i]
+
+    def mix(self, i: int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Unit i's candidate channels as its consumer sees them: (gated mix of original and copies, gated new)."""
+        g_split, g_new = self.gates[i]
+        c = self.units[i].width
+        orig, plus, minus, new = x.split([c, c, c, self.k], dim=1)
+        shape = (1, -1, *([1] * (x.dim() - 2)))
+        g = g_split.view(shape)
+        return orig * (1 - g) + (plus + minus) * (g / 2), new * g_new.view(shape)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
 
     def loss(self, x, y, gate_value: float, requires_gate_grad: bool = False):
         device = x.device
         self.gates = [(torch.full((u.width,), gate_value, device=device, requires_grad=requires_gate_grad),
                        torch.full((self.k,), gate_value, device=device, requires_grad=requires_gate_grad))
                       for u in self.units]
-        out = functional_call(self.net, self.parameters(), (x,))
-        return nn.functional.cross_entropy(out, y)
-
-
-def _bn_into(p: dict, key: str, bn: nn.BatchNorm2d, k: int) -> None:
-    def rep(t, fill):
-        t = t.detach()
-        return torch.cat([t, t, t, t.new_full((k,), fill)])
-    p[f"{key}.weight"] = rep(bn.weight, 1.0)
-    p[f"{key}.bias"] = rep(bn.bias, 0.0)
-    p[f"{key}.running_mean"] = rep(bn.running_mean, 0.0)
-    p[f"{key}.running_var"] = rep(bn.running_var, 1.0)
+        return nn.functional.cross_entropy(self.forward(x), y)
 
 
 def candidate_scores(model: nn.Module, ds, cfg, generator: torch.Generator, device) -> tuple:
@@ -159,7 +205,7 @@ def candidate_scores(model: nn.Module, ds, cfg, generator: torch.Generator, devi
         limit = cfg.firefly_candidate_images
         bs = cfg.firefly_candidate_batch_size
         for x, y in data_mod.train_batches(ds.train_x, ds.train_y, bs, generator, cfg.augment, limit=limit):
-            x, y = x.to(device), y.to(device)
+            x, y = x.to(device, memory_format=torch.channels_last), y.to(device)
             l2 = sum((t ** 2).sum() for c in cand.cands for t in c.tensors())
             loss = cand.loss(x, y, 1.0) + cfg.firefly_candidate_l2 * l2
             opt.zero_grad(set_to_none=True)
@@ -168,7 +214,7 @@ def candidate_scores(model: nn.Module, ds, cfg, generator: torch.Generator, devi
         sums = [(torch.zeros(u.width, device=device), torch.zeros(cand.k, device=device)) for u in cand.units]
         batches = 0
         for x, y in data_mod.train_batches(ds.train_x, ds.train_y, bs, generator, cfg.augment, limit=limit):
-            x, y = x.to(device), y.to(device)
+            x, y = x.to(device, memory_format=torch.channels_last), y.to(device)
             loss = cand.loss(x, y, SCORE_GATE, requires_gate_grad=True)
             grads = torch.autograd.grad(loss, [g for pair in cand.gates for g in pair])
             for i in range(len(sums)):
@@ -177,7 +223,6 @@ def candidate_scores(model: nn.Module, ds, cfg, generator: torch.Generator, devi
             batches += 1
         scores = [(s / max(batches, 1), n / max(batches, 1)) for s, n in sums]
     finally:
-        cand.close()
         model.train(was_training)
     return cand, scores
 

@@ -1,7 +1,6 @@
 
 import pytest
 import torch
-from torch.func import functional_call
 
 from replication.config import SMOKE
 from replication.firefly import SCORE_GATE, CandidateNetwork, materialise, select_global
@@ -122,25 +121,22 @@ def test_firefly_candidate_network_is_exact_at_both_gate_settings(arch, float64)
     X = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(9))
     cfg = SMOKE.replace(arch=arch, firefly_new_per_layer=3)
     cand = CandidateNetwork(m, cfg, torch.Generator().manual_seed(1))
-    try:
-        with torch.no_grad():
-            for c in cand.cands:  # large candidates, so that "the function changed" is visible in the output
-                for t in c.tensors():
-                    t.mul_(30)
-            base = m(X)
-            cand.loss(X, torch.zeros(4, dtype=torch.long), 0.0)  # sets all gates to zero
-            assert (functional_call(cand.net, cand.parameters(), (X,)) - base).abs().max() <= 1e-12
-            scores = [(torch.randn(u.width), torch.randn(cand.k)) for u in cand.units]
-            chosen = select_global(scores, 12)
-            cand.gates = [(torch.zeros(u.width).index_fill(0, s, 1.0), torch.zeros(cand.k).index_fill(0, n, 1.0))
-                          for (s, n), u in zip(chosen, cand.units)]
-            gated = functional_call(cand.net, cand.parameters(), (X,))
-            materialise(m, cand, chosen, birth_round=1)
-            assert (gated - base).abs().max() > 1e-4  # the candidates do change the function...
-            # ...and the materialised network is exactly that function (float64 round-off)
-            assert (m(X) - gated).abs().max() <= 1e-9 * gated.abs().max().clamp_min(1.0)
-    finally:
-        cand.close()
+    with torch.no_grad():
+        for c in cand.cands:  # large candidates, so that "the function changed" is visible in the output
+            for t in c.tensors():
+                t.mul_(30)
+        base = m(X)
+        cand.loss(X, torch.zeros(4, dtype=torch.long), 0.0)  # sets all gates to zero
+        assert (cand.forward(X) - base).abs().max() <= 1e-12
+        scores = [(torch.randn(u.width), torch.randn(cand.k)) for u in cand.units]
+        chosen = select_global(scores, 12)
+        cand.gates = [(torch.zeros(u.width).index_fill(0, s, 1.0), torch.zeros(cand.k).index_fill(0, n, 1.0))
+                      for (s, n), u in zip(chosen, cand.units)]
+        gated = cand.forward(X)
+        materialise(m, cand, chosen, birth_round=1)
+        assert (gated - base).abs().max() > 1e-4  # the candidates do change the function...
+        # ...and the materialised network is exactly that function (float64 round-off)
+        assert (m(X) - gated).abs().max() <= 1e-9 * gated.abs().max().clamp_min(1.0)
 
 
 def test_global_selection_keeps_the_most_negative_scores_across_layers():
@@ -162,20 +158,17 @@ def test_firefly_scores_find_the_one_known_loss_reducing_candidate():
     ds = synthetic_cifar(10, 8, 1, seed=0)
     x, y = next(eval_batches(ds.train_x, ds.train_y, 80))
     cand = CandidateNetwork(m, SMOKE.replace(firefly_new_per_layer=2), torch.Generator().manual_seed(0))
-    try:
-        with torch.no_grad():
-            for c in cand.cands:
-                for t in c.tensors():
-                    t.zero_()
-            cand.cands[7].n.normal_()
-        grad_o = torch.autograd.grad(cand.loss(x, y, 1.0), cand.cands[7].o)[0]
-        with torch.no_grad():
-            cand.cands[7].o.copy_(-grad_o)
-            cand.cands[7].o[:, 1] = 0  # slot 1 has no fan-out, so it cannot change the loss
-        loss = cand.loss(x, y, SCORE_GATE, requires_gate_grad=True)
-        grads = torch.autograd.grad(loss, [g for pair in cand.gates for g in pair])
-    finally:
-        cand.close()
+    with torch.no_grad():
+        for c in cand.cands:
+            for t in c.tensors():
+                t.zero_()
+        cand.cands[7].n.normal_()
+    grad_o = torch.autograd.grad(cand.loss(x, y, 1.0), cand.cands[7].o)[0]
+    with torch.no_grad():
+        cand.cands[7].o.copy_(-grad_o)
+        cand.cands[7].o[:, 1] = 0  # slot 1 has no fan-out, so it cannot change the loss
+    loss = cand.loss(x, y, SCORE_GATE, requires_gate_grad=True)
+    grads = torch.autograd.grad(loss, [g for pair in cand.gates for g in pair])
     scores = [(grads[2 * i], grads[2 * i + 1]) for i in range(8)]
     assert scores[7][1][0] < 0
     others = torch.cat([torch.cat([s, n]) for s, n in scores[:7]] + [scores[7][0], scores[7][1][1:]])

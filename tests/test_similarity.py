@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from replication.similarity import constraint, layer_loss, layer_stats, similarity_map
+from replication.similarity import constraint, layer_loss, layer_stats, mean_squared_off_diagonal, off_diagonal, similarity_map
 from replication.models import build_model
 
 
@@ -67,6 +67,19 @@ def test_decorrelate_is_the_mean_squared_off_diagonal_similarity():
     assert torch.allclose(layer_loss(W, "decorrelate"), (off ** 2).mean())
     tau = 1 / math.sqrt(27)
     assert torch.allclose(layer_loss(W, "distribution"), off.mean() ** 2 + (off.std(unbiased=False) - tau) ** 2)
+
+
+def test_fused_decorrelate_matches_autograd_through_the_map_with_a_zero_row():
+    w = W.clone()
+    w[4] = 0  # a zero-initialised neuron
+    fused_w, plain_w = w.clone().requires_grad_(True), w.clone().requires_grad_(True)
+    fused = mean_squared_off_diagonal(fused_w)
+    plain = (off_diagonal(plain_w) ** 2).mean()  # autograd through wn @ wn.T and the gather
+    (3.0 * fused).backward()
+    (3.0 * plain).backward()
+    assert torch.allclose(fused, plain, atol=1e-14)
+    assert torch.allclose(fused_w.grad, plain_w.grad, atol=1e-13)
+    assert fused_w.grad[4].abs().sum() == 0 and fused_w.grad.abs().sum() > 0
 
 
 @pytest.mark.parametrize("variant", ["decorrelate", "distribution"])
