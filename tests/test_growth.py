@@ -1,6 +1,7 @@
 
 import pytest
 import torch
+from torch import nn
 
 from replication.config import SMOKE
 from replication.firefly import SCORE_GATE, CandidateNetwork, materialise, select_global
@@ -137,6 +138,25 @@ def test_firefly_candidate_network_is_exact_at_both_gate_settings(arch, float64)
         assert (gated - base).abs().max() > 1e-4  # the candidates do change the function...
         # ...and the materialised network is exactly that function (float64 round-off)
         assert (m(X) - gated).abs().max() <= 1e-9 * gated.abs().max().clamp_min(1.0)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_firefly_scores_equal_gate_gradients_of_the_full_graph(arch, float64):
+    """The scoring pass skips backward through the candidate channels; its gate gradients must equal those of
+    the full graph (candidate tensors included), for VGG and MobileNet."""
+    m = seeded_model(arch)
+    x = torch.randn(6, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+    y = torch.arange(6) % 10
+    cand = CandidateNetwork(m, SMOKE.replace(arch=arch, firefly_new_per_layer=3), torch.Generator().manual_seed(1))
+    fast = torch.autograd.grad(cand.loss(x, y, SCORE_GATE, requires_gate_grad=True),
+                               [g for pair in cand.gates for g in pair])
+    cand.loss(x, y, SCORE_GATE, requires_gate_grad=True)
+    cand.candidate_grad = True  # the full graph, through every candidate channel
+    gates = [g for pair in cand.gates for g in pair]
+    full = torch.autograd.grad(nn.functional.cross_entropy(cand.forward(x), y), gates)
+    assert sum(g.abs().sum() for g in full) > 0
+    for f, g in zip(fast, full):
+        assert torch.allclose(f, g, rtol=1e-10, atol=1e-14)
 
 
 def test_global_selection_keeps_the_most_negative_scores_across_layers():
