@@ -71,6 +71,7 @@ class Config:
     sim_variant: str = "decorrelate"
     sim_scope: str = "all"
     sim_from_round: int = 1  # 1 = rounds after the first growth step; 0 = also the first round
+    sim_sample_rows: int | None = None  # rows per layer per step for a stochastic estimate; None = exact (all rows)
 
     # --- optimisation (Firefly protocol) ---
     batch_size: int = 128
@@ -108,6 +109,8 @@ class Config:
             raise ValueError("grow_ratio must be in (0, 1]")
         if self.lambda_sim < 0:
             raise ValueError("lambda_sim must be >= 0")
+        if self.sim_sample_rows is not None and self.sim_sample_rows < 2:
+            raise ValueError("sim_sample_rows must be >= 2 (or None for the exact constraint)")
 
     @property
     def total_epochs(self) -> int:

@@ -97,7 +97,7 @@ def train_epoch(model, optimizer, ds, cfg: Config, generator, device, sim_round:
         loss = nn.functional.cross_entropy(out, yb)
         total = loss
         if sim_round is not None:
-            sim = constraint(model, cfg.sim_variant, cfg.sim_scope, sim_round)
+            sim = constraint(model, cfg.sim_variant, cfg.sim_scope, sim_round, cfg.sim_sample_rows)
             total = loss + cfg.lambda_sim * sim
             sim_sum += sim.item() * len(yb)
         if not torch.isfinite(total):

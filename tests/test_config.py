@@ -43,6 +43,8 @@ def test_ours_needs_a_positive_lambda_and_growing_needs_a_start_width():
         preset("huge")
     with pytest.raises(ValueError, match="unknown config field"):
         SMOKE.replace(colour="red")
+    with pytest.raises(ValueError, match="sim_sample_rows"):
+        SMOKE.replace(sim_sample_rows=1)
 
 
 def test_cli_builds_configs_and_rejects_bad_input(capsys):

@@ -3,7 +3,8 @@ import math
 import pytest
 import torch
 
-from replication.similarity import constraint, layer_loss, layer_stats, mean_squared_off_diagonal, off_diagonal, similarity_map
+from replication.similarity import (constraint, layer_loss, layer_stats, mean_squared_off_diagonal, off_diagonal,
+                                    similarity_map)
 from replication.models import build_model
 
 
@@ -80,6 +81,25 @@ def test_fused_decorrelate_matches_autograd_through_the_map_with_a_zero_row():
     assert torch.allclose(fused, plain, atol=1e-14)
     assert torch.allclose(fused_w.grad, plain_w.grad, atol=1e-13)
     assert fused_w.grad[4].abs().sum() == 0 and fused_w.grad.abs().sum() > 0
+
+
+def test_row_sampled_decorrelate_is_unbiased_in_value_and_gradient():
+    w = torch.randn(12, 2, 3, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(4)).requires_grad_(True)
+    exact = layer_loss(w, "decorrelate")
+    exact_grad, = torch.autograd.grad(exact, w)
+    torch.manual_seed(0)
+    draws = 4000
+    mean_value, mean_grad = 0.0, torch.zeros_like(w)
+    for _ in range(draws):
+        value = layer_loss(w, "decorrelate", sample_rows=3)
+        mean_value += value.item() / draws
+        mean_grad += torch.autograd.grad(value, w)[0] / draws
+    single = layer_loss(w, "decorrelate", sample_rows=3)
+    assert abs(single.item() - exact.item()) > 1e-3  # one draw is only an estimate...
+    assert abs(mean_value - exact.item()) < 0.02 * exact.item()  # ...whose mean is the exact loss
+    assert (mean_grad - exact_grad).norm() < 0.05 * exact_grad.norm()
+    # as many sampled rows as the layer has: the exact loss
+    assert torch.allclose(layer_loss(w, "decorrelate", sample_rows=12), exact)
 
 
 @pytest.mark.parametrize("variant", ["decorrelate", "distribution"])
