@@ -2,6 +2,8 @@
 
 Statistics and channel selections use clean *training* images (the source domain); accuracies use the test split;
 adaptation uses corrupted training images without labels and is evaluated on the same corruption of the test split.
+Each experiment is computed model by model (`jobs` processes: `study.map_processes`); `neuron_study` runs them all
+with the defaults, as `make figures` does before the notebook renders them.
 """
 from __future__ import annotations
 
@@ -25,37 +27,47 @@ ADAPT_EVAL_IMAGES = 1000  # E4: corrupted test images per family
 PRUNE_SHARE = 0.10  # E2: bottom 10 % of every layer under each criterion
 
 
+ADAPT_METHODS = ("firefly", "ours")  # models adapted in E4
+
+
+def default_adapt_steps(preset_name: str) -> int:
+    return 4 if preset_name == "smoke" else 20  # optimiser steps per adaptation, the same for every condition
+
+
 def _acc(model, x_uint8, y):
     return evaluate(model, x_uint8, y, 500, "cpu")[1]
 
 
-def _models(records, ds, rdir):
+def _load(record, ds, rdir):
+    """(method label, seed, model) of a finished run."""
     from .config import Config
     from .study import method_label
-    out = []
-    for r in records:
-        cfg = Config.from_dict(r["config"])
-        out.append((method_label(r["config"]), cfg.seed, cfg.key(), load_model(cfg, rdir, ds.num_classes)))
-    return out
-
-
-def census(records, ds, rdir) -> pd.DataFrame:
-    """E1 (and the input of E2-E4): per-channel statistics of every model on clean training images."""
-    x = ds.train_x[:SOURCE_IMAGES]
-
-    def compute():
-        frames = []
-        for method, seed, _, model in _models(records, ds, rdir):
-            df = neurons.channel_stats(model, x)
-            df.insert(0, "seed", seed)
-            df.insert(0, "method", method)
-            frames.append(df)
-        return pd.concat(frames, ignore_index=True)
-    return cached_csv(os.path.join(rdir, "neurons_stats.csv"), _key(records, "stats"), compute)
+    cfg = Config.from_dict(record["config"])
+    return method_label(record["config"]), cfg.seed, load_model(cfg, rdir, ds.num_classes)
 
 
 def _key(records, what):
     return what + "|" + "|".join(sorted(r["config_key"] for r in records))
+
+
+def _per_model(fn, records, jobs, **shared) -> pd.DataFrame:
+    from .study import map_processes
+    return pd.concat(map_processes(fn, records, jobs, shared), ignore_index=True)
+
+
+def _census_one(record, shared) -> pd.DataFrame:
+    ds = shared["ds"]
+    method, seed, model = _load(record, ds, shared["rdir"])
+    df = neurons.channel_stats(model, ds.train_x[:SOURCE_IMAGES])
+    df.insert(0, "seed", seed)
+    df.insert(0, "method", method)
+    return df
+
+
+def census(records, ds, rdir, jobs: int = 1) -> pd.DataFrame:
+    """E1 (and the input of E2-E4): per-channel statistics of every model on clean training images."""
+    return cached_csv(os.path.join(rdir, "neurons_stats.csv"), _key(records, "stats"),
+                      lambda: _per_model(_census_one, records, jobs, ds=ds, rdir=rdir))
 
 
 def census_table(stats: pd.DataFrame, by=("method",)) -> pd.DataFrame:
@@ -73,23 +85,31 @@ def census_table(stats: pd.DataFrame, by=("method",)) -> pd.DataFrame:
     }).reset_index()
 
 
-def criteria_overlap(records, ds, rdir, stats: pd.DataFrame) -> pd.DataFrame:
+def _model_stats(stats: pd.DataFrame, method: str, seed: int) -> pd.DataFrame:
+    return stats[(stats["method"] == method) & (stats["seed"] == seed)].reset_index(drop=True)
+
+
+def _criteria_one(record, shared) -> pd.DataFrame:
+    ds = shared["ds"]
+    method, seed, model = _load(record, ds, shared["rdir"])
+    st = _model_stats(shared["stats"], method, seed)
+    taylor = neurons.taylor_scores(model, ds.train_x[:SOURCE_IMAGES], ds.train_y[:SOURCE_IMAGES])
+    scores = neurons.criterion_scores(st, taylor, seed)
+    rows = []
+    for crit in neurons.CRITERIA:
+        sel = neurons.bottom_k(scores, crit, PRUNE_SHARE)
+        rows.append({"method": method, "seed": seed, "criterion": crit, "selected": len(sel),
+                     "hypo share (%)": 100 * (sel["kind"] == "hypo").mean(),
+                     "hyper share (%)": 100 * (sel["kind"] == "hyper").mean(),
+                     "base hypo (%)": 100 * (st["kind"] == "hypo").mean(),
+                     "base hyper (%)": 100 * (st["kind"] == "hyper").mean()})
+    return pd.DataFrame(rows)
+
+
+def criteria_overlap(records, ds, rdir, stats: pd.DataFrame, jobs: int = 1) -> pd.DataFrame:
     """E2: for each criterion, the hypo/hyper shares of its bottom PRUNE_SHARE channels per layer."""
-    def compute():
-        rows = []
-        for method, seed, _, model in _models(records, ds, rdir):
-            st = stats[(stats["method"] == method) & (stats["seed"] == seed)].reset_index(drop=True)
-            taylor = neurons.taylor_scores(model, ds.train_x[:SOURCE_IMAGES], ds.train_y[:SOURCE_IMAGES])
-            scores = neurons.criterion_scores(st, taylor, seed)
-            for crit in neurons.CRITERIA:
-                sel = neurons.bottom_k(scores, crit, PRUNE_SHARE)
-                rows.append({"method": method, "seed": seed, "criterion": crit, "selected": len(sel),
-                             "hypo share (%)": 100 * (sel["kind"] == "hypo").mean(),
-                             "hyper share (%)": 100 * (sel["kind"] == "hyper").mean(),
-                             "base hypo (%)": 100 * (st["kind"] == "hypo").mean(),
-                             "base hyper (%)": 100 * (st["kind"] == "hyper").mean()})
-        return pd.DataFrame(rows)
-    return cached_csv(os.path.join(rdir, "neurons_criteria.csv"), _key(records, "criteria"), compute)
+    return cached_csv(os.path.join(rdir, "neurons_criteria.csv"), _key(records, "criteria"),
+                      lambda: _per_model(_criteria_one, records, jobs, ds=ds, rdir=rdir, stats=stats))
 
 
 def _random_like(rows: pd.DataFrame, stats: pd.DataFrame, seed: int) -> pd.DataFrame:
@@ -102,55 +122,86 @@ def _random_like(rows: pd.DataFrame, stats: pd.DataFrame, seed: int) -> pd.DataF
     return pd.concat(picks) if picks else rows
 
 
-def removal(records, ds, rdir, stats: pd.DataFrame) -> pd.DataFrame:
+def _removal_one(record, shared) -> pd.DataFrame:
+    ds = shared["ds"]
+    method, seed, model = _load(record, ds, shared["rdir"])
+    n = REMOVAL_CORRUPTED_IMAGES
+    corrupted = {f: corruptions.to_uint8(corruptions.corrupt(ds.test_x[:n], f, REMOVAL_SEVERITY, seed=1))
+                 for f in corruptions.FAMILIES}
+    st = _model_stats(shared["stats"], method, seed)
+    sets = {"none": st.iloc[:0], "hypo": st[st["kind"] == "hypo"], "hyper": st[st["kind"] == "hyper"],
+            "hyper+hypo": st[st["kind"] != "normal"]}
+    sets["random (size of hyper+hypo)"] = _random_like(sets["hyper+hypo"], st, seed)
+    values = neurons.mean_values(st)
+    rows = []
+    for name, chosen in sets.items():
+        for mode in ("zero", "mean") if name != "none" else ("-",):
+            with neurons.ablate(model, neurons.channels_by_layer(chosen), values if mode == "mean" else None):
+                clean = _acc(model, ds.test_x[:REMOVAL_CLEAN_IMAGES], ds.test_y[:REMOVAL_CLEAN_IMAGES])
+                corr = sum(_acc(model, x, ds.test_y[:len(x)]) for x in corrupted.values()) / len(corrupted)
+            rows.append({"method": method, "seed": seed, "removed": name, "ablation": mode,
+                         "channels": len(chosen), "clean acc (%)": 100 * clean,
+                         f"corrupted acc, severity {REMOVAL_SEVERITY} (%)": 100 * corr})
+    return pd.DataFrame(rows)
+
+
+def removal(records, ds, rdir, stats: pd.DataFrame, jobs: int = 1) -> pd.DataFrame:
     """E3: accuracy with hypo, hyper, both, or an equal-size random set removed (zero- and mean-ablation)."""
-    def compute():
-        rows = []
-        n = REMOVAL_CORRUPTED_IMAGES
-        corrupted = {f: corruptions.to_uint8(corruptions.corrupt(ds.test_x[:n], f, REMOVAL_SEVERITY, seed=1))
-                     for f in corruptions.FAMILIES}
-        for method, seed, _, model in _models(records, ds, rdir):
-            st = stats[(stats["method"] == method) & (stats["seed"] == seed)]
-            sets = {"none": st.iloc[:0], "hypo": st[st["kind"] == "hypo"], "hyper": st[st["kind"] == "hyper"],
-                    "hyper+hypo": st[st["kind"] != "normal"]}
-            sets["random (size of hyper+hypo)"] = _random_like(sets["hyper+hypo"], st, seed)
-            values = neurons.mean_values(st)
-            for name, chosen in sets.items():
-                for mode in ("zero", "mean") if name != "none" else ("-",):
-                    with neurons.ablate(model, neurons.channels_by_layer(chosen),
-                                        values if mode == "mean" else None):
-                        clean = _acc(model, ds.test_x[:REMOVAL_CLEAN_IMAGES], ds.test_y[:REMOVAL_CLEAN_IMAGES])
-                        corr = sum(_acc(model, x, ds.test_y[:len(x)]) for x in corrupted.values()) / len(corrupted)
-                    rows.append({"method": method, "seed": seed, "removed": name, "ablation": mode,
-                                 "channels": len(chosen), "clean acc (%)": 100 * clean,
-                                 f"corrupted acc, severity {REMOVAL_SEVERITY} (%)": 100 * corr})
-        return pd.DataFrame(rows)
     key = _key(records, f"removal|{REMOVAL_SEVERITY}|{REMOVAL_CLEAN_IMAGES}|{REMOVAL_CORRUPTED_IMAGES}")
-    return cached_csv(os.path.join(rdir, "neurons_removal.csv"), key, compute)
+    return cached_csv(os.path.join(rdir, "neurons_removal.csv"), key,
+                      lambda: _per_model(_removal_one, records, jobs, ds=ds, rdir=rdir, stats=stats))
 
 
-def adaptation(records, ds, rdir, stats: pd.DataFrame, cfg: AdaptConfig = AdaptConfig()) -> pd.DataFrame:
+def _adaptation_one(record, shared) -> pd.DataFrame:
+    ds, cfg = shared["ds"], shared["cfg"]
+    method, seed, model = _load(record, ds, shared["rdir"])
+    st = _model_stats(shared["stats"], method, seed)
+    hh = st[st["kind"] != "normal"]
+    selections = {"hyper_hypo": neurons.channels_by_layer(hh),
+                  "random_channels": neurons.channels_by_layer(_random_like(hh, st, seed))}
+    test_x, test_y = ds.test_x[:ADAPT_EVAL_IMAGES], ds.test_y[:ADAPT_EVAL_IMAGES]
+    rows = []
+    for family in corruptions.FAMILIES:
+        target = corruptions.to_uint8(corruptions.corrupt(ds.train_x[-ADAPT_IMAGES:], family, ADAPT_SEVERITY, seed=2))
+        test = corruptions.to_uint8(corruptions.corrupt(test_x, family, ADAPT_SEVERITY, seed=3))
+        for cond in CONDITIONS:
+            adapted = adapt(model, target, cond, cfg, selections.get(cond), seed=seed)
+            rows.append({"method": method, "seed": seed, "family": family, "condition": cond,
+                         "selected channels": len(hh) if cond in selections else 0,
+                         "error (%)": 100 * (1 - _acc(adapted, test, test_y))})
+    return pd.DataFrame(rows)
+
+
+def adaptation(records, ds, rdir, stats: pd.DataFrame, cfg: AdaptConfig = AdaptConfig(),
+               jobs: int = 1) -> pd.DataFrame:
     """E4: test error on each corruption family after each adaptation condition (same step budget)."""
-    def compute():
-        rows = []
-        for method, seed, _, model in _models(records, ds, rdir):
-            st = stats[(stats["method"] == method) & (stats["seed"] == seed)]
-            hh = st[st["kind"] != "normal"]
-            selections = {"hyper_hypo": neurons.channels_by_layer(hh),
-                          "random_channels": neurons.channels_by_layer(_random_like(hh, st, seed))}
-            for family in corruptions.FAMILIES:
-                target = corruptions.to_uint8(corruptions.corrupt(ds.train_x[-ADAPT_IMAGES:], family,
-                                                                  ADAPT_SEVERITY, seed=2))
-                test_x, test_y = ds.test_x[:ADAPT_EVAL_IMAGES], ds.test_y[:ADAPT_EVAL_IMAGES]
-                test = corruptions.to_uint8(corruptions.corrupt(test_x, family, ADAPT_SEVERITY, seed=3))
-                for cond in CONDITIONS:
-                    adapted = adapt(model, target, cond, cfg, selections.get(cond), seed=seed)
-                    rows.append({"method": method, "seed": seed, "family": family, "condition": cond,
-                                 "selected channels": len(hh) if cond in selections else 0,
-                                 "error (%)": 100 * (1 - _acc(adapted, test, test_y))})
-        return pd.DataFrame(rows)
     key = _key(records, f"adapt|{cfg}|{ADAPT_SEVERITY}|{ADAPT_IMAGES}|{ADAPT_EVAL_IMAGES}")
-    return cached_csv(os.path.join(rdir, "neurons_adaptation.csv"), key, compute)
+    return cached_csv(os.path.join(rdir, "neurons_adaptation.csv"), key,
+                      lambda: _per_model(_adaptation_one, records, jobs, ds=ds, rdir=rdir, stats=stats, cfg=cfg))
+
+
+def neuron_records(preset_name: str, dataset: str, seeds=None, jobs: int = 1, root: str | None = None) -> list[dict]:
+    """The models E1-E3 study: fixed (compact), fixed at Firefly's final widths, Firefly and ours (random growth is
+    left out, docs/hyper-hypo.md)."""
+    from . import study
+    return [r for r in study.main_study(preset_name, dataset, seeds, jobs, root or study.RESULTS_ROOT)
+            if r["config"]["method"] != "random"]
+
+
+def neuron_study(preset_name: str, dataset: str, seeds=None, jobs: int = 1, root: str | None = None,
+                 adapt_methods=ADAPT_METHODS, adapt_steps: int | None = None) -> dict:
+    """E1-E4 with these defaults (notebook 07 renders them): {"records", "ds", "stats", "e2", "e3", "e4"}."""
+    from . import data, study
+    from .study import method_label
+    records = neuron_records(preset_name, dataset, seeds, jobs, root)
+    ds = data.load_dataset(study.base_config(preset_name, dataset))
+    rdir = study.results_dir(preset_name, root or study.RESULTS_ROOT)
+    stats = census(records, ds, rdir, jobs)
+    adapt_records = [r for r in records if method_label(r["config"]) in adapt_methods]
+    steps = adapt_steps if adapt_steps is not None else default_adapt_steps(preset_name)
+    return {"records": records, "ds": ds, "stats": stats, "e2": criteria_overlap(records, ds, rdir, stats, jobs),
+            "e3": removal(records, ds, rdir, stats, jobs),
+            "e4": adaptation(adapt_records, ds, rdir, stats, AdaptConfig(steps=steps), jobs)}
 
 
 def adaptation_table(df: pd.DataFrame) -> pd.DataFrame:

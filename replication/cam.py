@@ -7,6 +7,7 @@ would change the maps). Maps are computed for the ground-truth class and upsampl
 from __future__ import annotations
 
 import contextlib
+import os
 import warnings
 
 import numpy as np
@@ -92,23 +93,52 @@ def cam_metrics(model: nn.Module, images_uint8: torch.Tensor, labels: torch.Tens
                          "confidence_change": np.concatenate(conf_change), "road": np.concatenate(road)})
 
 
-def cam_study(models: dict, ds, layer: int, n_images: int, cache_path: str, cache_key: str):
-    """Per-image CAM metrics of several finished models on the same fixed test images, cached in a CSV whose
-    first line records what produced it (the models' config keys, layer, image count)."""
+def default_metric_images(preset_name: str) -> int:
+    return 100 if preset_name == "smoke" else 500  # >= 500 test images for the metrics table (issue 5)
+
+
+def compared_configs(preset_name: str, dataset: str, seed: int = 0) -> dict:
+    """The two runs the paper's Fig. 1(b) compares: Firefly and ours (Firefly + the constraint), same seed."""
+    from .config import DEFAULT_LAMBDA_SIM
+    from .study import base_config
+    base = base_config(preset_name, dataset).replace(seed=seed)
+    return {"Firefly": base.replace(method="firefly"),
+            "ours": base.replace(method="ours", lambda_sim=DEFAULT_LAMBDA_SIM)}
+
+
+def _metrics_one(item, shared):
+    from .train import load_model
+    name, cfg = item
+    ds, idx = shared["ds"], shared["images"]
+    model = load_model(cfg, shared["rdir"], ds.num_classes)
+    m = cam_metrics(model, ds.test_x[idx], ds.test_y[idx], shared["layer"])
+    m.insert(0, "method", name)
+    m["image"] = idx.numpy()
+    return m
+
+
+def metrics_study(preset_name: str, dataset: str, seed: int = 0, layer: int = -1, n_images: int | None = None,
+                  jobs: int = 1, root: str | None = None):
+    """Per-image CAM metrics of Firefly and ours on the same fixed test images covering all classes, one process
+    per model, cached in a CSV whose first line records what produced it (config keys, layer, image count)."""
     import pandas as pd
 
+    from .data import load_dataset
     from .results import cached_csv
+    from .study import RESULTS_ROOT, ensure, map_processes, results_dir
+
+    n_images = n_images if n_images is not None else default_metric_images(preset_name)
+    cfgs = compared_configs(preset_name, dataset, seed)
+    rdir = results_dir(preset_name, root or RESULTS_ROOT)
+    key = "|".join([c.key() for c in cfgs.values()] + [str(layer), str(n_images)])
 
     def compute():
-        idx = pick_images(ds.test_y, max(1, n_images // ds.num_classes))
-        frames = []
-        for name, model in models.items():
-            m = cam_metrics(model, ds.test_x[idx], ds.test_y[idx], layer)
-            m.insert(0, "method", name)
-            m["image"] = idx.numpy()
-            frames.append(m)
-        return pd.concat(frames, ignore_index=True)
-    return cached_csv(cache_path, cache_key, compute)
+        ensure(list(cfgs.values()), rdir, jobs)
+        ds = load_dataset(next(iter(cfgs.values())))
+        images = pick_images(ds.test_y, max(1, n_images // ds.num_classes))
+        shared = {"ds": ds, "images": images, "rdir": rdir, "layer": layer}
+        return pd.concat(map_processes(_metrics_one, cfgs.items(), jobs, shared), ignore_index=True)
+    return cached_csv(os.path.join(rdir, f"cam_metrics_{dataset}.csv"), key, compute)
 
 
 def cam_summary(metrics):

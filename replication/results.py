@@ -238,10 +238,11 @@ def ablation_table(records: list[dict]):
         rows.append({"growth": "random" if c["method"] == "random" else "firefly", "method": method_label(c),
                      "lambda_sim": c["lambda_sim"], "variant": c["sim_variant"] if c["lambda_sim"] > 0 else "-",
                      "scope": c["sim_scope"] if c["lambda_sim"] > 0 else "-",
-                     "from round": c["sim_from_round"] if c["lambda_sim"] > 0 else "-", "seed": c["seed"],
+                     "from round": c["sim_from_round"] if c["lambda_sim"] > 0 else "-",
+                     "rows": (c.get("sim_sample_rows") or "all") if c["lambda_sim"] > 0 else "-", "seed": c["seed"],
                      "top-1 (%)": 100 * r["final"]["test_acc"], "params (K)": r["final"]["params"] / 1e3,
                      **final_similarity(r)})
-    return pd.DataFrame(rows).sort_values(["growth", "variant", "scope", "from round", "lambda_sim"],
+    return pd.DataFrame(rows).sort_values(["growth", "variant", "scope", "from round", "rows", "lambda_sim"],
                                           key=lambda s: s.astype(str)).reset_index(drop=True)
 
 

@@ -6,6 +6,7 @@ these functions and then only render. Results of a preset live in `results/<pres
 from __future__ import annotations
 
 import concurrent.futures as cf
+import functools
 import multiprocessing as mp
 import os
 
@@ -17,6 +18,9 @@ RESULTS_ROOT = os.path.join(REPO_ROOT, "results")
 # Seeds per preset: CPU presets use fewer; the paper protocol asks for >= 3 (paper-facts.md, "metric").
 DEFAULT_SEEDS = {"smoke": (0, 1), "quick": (0, 1, 2), "paper": (0, 1, 2)}
 LAMBDA_SWEEP = (1e-3, 1e-2, 1e-1, 1.0)  # paper-facts.md: sweep {1e-3, 1e-2, 1e-1, 1}
+# Rows per layer of the row-sampled constraint's ablation (our choice): a third to a half of a typical layer's
+# rows on the CPU presets (smoke widths 4-7, quick 16-42), the size make bench times at full widths for `paper`.
+ABLATION_SAMPLE_ROWS = {"smoke": 2, "quick": 8, "paper": 32}
 
 
 def results_dir(preset_name: str, root: str = RESULTS_ROOT) -> str:
@@ -65,8 +69,38 @@ def ablation_configs(preset_name: str, dataset: str, seed: int = 0) -> list[Conf
     ours = base.replace(method="ours", lambda_sim=DEFAULT_LAMBDA_SIM)
     cfgs = [base.replace(method="ours", lambda_sim=lam) for lam in LAMBDA_SWEEP]
     cfgs += [ours.replace(sim_variant="distribution"), ours.replace(sim_scope="new"),
-             ours.replace(sim_from_round=0), base.replace(method="random", lambda_sim=DEFAULT_LAMBDA_SIM)]
+             ours.replace(sim_from_round=0), ours.replace(sim_sample_rows=ABLATION_SAMPLE_ROWS[preset_name]),
+             base.replace(method="random", lambda_sim=DEFAULT_LAMBDA_SIM)]
     return list(dict.fromkeys(cfgs))  # the default lambda is also in the sweep
+
+
+_SHARED = None  # what `map_processes` sends once to each worker process
+
+
+def _init_worker(threads: int, shared) -> None:
+    global _SHARED
+    import torch
+    torch.set_num_threads(threads)
+    _SHARED = shared
+
+
+def _call_shared(fn, item):
+    return fn(item, _SHARED)
+
+
+def map_processes(fn, items, jobs: int, shared=None) -> list:
+    """[fn(item, shared) for item in items] in `jobs` spawned processes, the cores split between them (in this
+    process when jobs is 1). `fn` must be a module-level function; `shared` (e.g. the data set) is sent once per
+    worker, not once per item."""
+    items = list(items)
+    cores = os.cpu_count() or 1
+    jobs = max(1, min(jobs, len(items), cores))
+    if jobs == 1:
+        return [fn(item, shared) for item in items]
+    ctx = mp.get_context("spawn")
+    with cf.ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_init_worker,
+                                initargs=(max(1, cores // jobs), shared)) as pool:
+        return list(pool.map(functools.partial(_call_shared, fn), items))
 
 
 def _worker(cfg: Config, rdir: str) -> dict:
@@ -74,41 +108,76 @@ def _worker(cfg: Config, rdir: str) -> dict:
     return run(cfg, results_dir=rdir)
 
 
-def ensure(cfgs: list[Config], rdir: str, jobs: int = 1, log=print, train: bool = True) -> list[dict]:
-    """Records of `cfgs` in order, training the missing ones (`jobs` processes, cores split between them);
-    with train=False a missing record is an error instead."""
+def _start_order(cfg: Config) -> int:
+    """Longest first, so that two processes finish together: growing runs (Firefly first: the fixed runs at its
+    final widths wait for it), then random/split growth, then fixed networks."""
+    return {"firefly": 0, "ours": 1, "random": 2, "split": 2}.get(cfg.method, 3)
+
+
+def ensure(cfgs: list[Config], rdir: str, jobs: int = 1, log=print, train: bool = True, then=None) -> list[dict]:
+    """Records of `cfgs` in order, followed by those of the configs `then(record)` names for each of them (e.g. a
+    fixed network at the widths a Firefly run grew to), training the missing ones.
+
+    Missing runs go to `jobs` processes (the cores split between them, unless a config sets num_threads) longest
+    first, and a follow-up starts as soon as its parent is done, so one pool serves a whole study. With train=False
+    a missing record is an error."""
+    then = then or (lambda record: [])
     cfgs = list(dict.fromkeys(cfgs))
     records = {c: load_cached(c, rdir) for c in cfgs}
-    missing = [c for c in cfgs if records[c] is None]
-    if missing and not train:
-        raise FileNotFoundError(f"{len(missing)} run(s) missing from {rdir}: {[c.name() for c in missing]}")
-    if missing:
+    followups: dict[Config, list[Config]] = {}
+    pending = sorted((c for c in cfgs if records[c] is None), key=_start_order)
+
+    def finished(c: Config, record: dict) -> None:
+        records[c] = record
+        followups[c] = [f for f in then(record) if f not in records]
+        for f in followups[c]:
+            records[f] = load_cached(f, rdir)
+            if records[f] is None:
+                pending.insert(0, f)  # the longest runs, and their parent is done: start them next
+
+    for c in cfgs:
+        if records[c] is not None:
+            finished(c, records[c])
+    if pending and not train:
+        raise FileNotFoundError(f"{len(pending)} run(s) missing from {rdir}: {[c.name() for c in pending]}")
+    if pending:
         cores = os.cpu_count() or 1
-        jobs = max(1, min(jobs, len(missing), cores))
+        jobs = max(1, min(jobs, cores, len(pending)))  # a follow-up waits for its parent anyway
         threads = max(1, cores // jobs)
-        log(f"{len(cfgs) - len(missing)} cached, training {len(missing)} run(s) with {jobs} process(es) x "
-            f"{threads} thread(s) -> {rdir}")
-        todo = [c.replace(num_threads=threads) for c in missing]
+        log(f"{len(records) - len(pending)} cached, training {len(pending)} run(s) (and any follow-ups) with "
+            f"{jobs} process(es) x {threads} thread(s) -> {rdir}")
         if jobs == 1:
-            for c, t in zip(missing, todo):
-                records[c] = _worker(t, rdir)
+            while pending:
+                c = pending.pop(0)
+                finished(c, _worker(c if c.num_threads else c.replace(num_threads=threads), rdir))
         else:
             with cf.ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as pool:
-                futures = {pool.submit(_worker, t, rdir): c for c, t in zip(missing, todo)}
-                for fut in cf.as_completed(futures):
-                    c = futures[fut]
-                    records[c] = fut.result()
-                    log(f"done {c.name()}: test acc {records[c]['final']['test_acc']:.4f}")
-    return [records[c] for c in cfgs]
+                running: dict[cf.Future, Config] = {}
+                while pending or running:
+                    while pending and len(running) < jobs:
+                        c = pending.pop(0)
+                        todo = c if c.num_threads else c.replace(num_threads=threads)
+                        running[pool.submit(_worker, todo, rdir)] = c
+                    done, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
+                    for fut in done:
+                        c = running.pop(fut)
+                        finished(c, fut.result())
+                        log(f"done {c.name()}: test acc {records[c]['final']['test_acc']:.4f} "
+                            f"({records[c]['wall_time_s']:.0f}s); {len(pending) + len(running)} left")
+    extra = [f for c in cfgs for f in followups[c]]
+    return [records[c] for c in cfgs] + [records[f] for f in dict.fromkeys(extra)]
+
+
+def _then_fixed_at_final_widths(record: dict) -> list[Config]:
+    return [fixed_at_final_widths(record)] if record["config"]["method"] == "firefly" else []
 
 
 def main_study(preset_name: str, dataset: str, seeds=None, jobs: int = 1, root: str = RESULTS_ROOT,
                log=print, train: bool = True) -> list[dict]:
+    """The main table's runs, then one fixed network per Firefly run at its final widths."""
     seeds = tuple(seeds) if seeds else DEFAULT_SEEDS[preset_name]
-    rdir = results_dir(preset_name, root)
-    recs = ensure(main_configs(preset_name, dataset, seeds), rdir, jobs, log, train)
-    grown = [fixed_at_final_widths(r) for r in recs if r["config"]["method"] == "firefly"]
-    return recs + ensure(grown, rdir, jobs, log, train)
+    return ensure(main_configs(preset_name, dataset, seeds), results_dir(preset_name, root), jobs, log, train,
+                  then=_then_fixed_at_final_widths)
 
 
 def ablation_study(preset_name: str, dataset: str = "cifar10", jobs: int = 1, root: str = RESULTS_ROOT,
@@ -130,10 +199,22 @@ def dataset_available(preset_name: str, dataset: str) -> bool:
 
 def full_study(preset_name: str, seeds=None, jobs: int = 1, datasets=("cifar10", "cifar100"),
                root: str = RESULTS_ROOT, log=print) -> None:
-    """Everything the notebooks need, trained up front so progress shows in the terminal."""
+    """Every run the notebooks need, trained up front in one pool (progress in the terminal), then the analyses
+    the notebooks would otherwise compute (hyper/hypo E1-E4, Grad-CAM metrics), so that they only render."""
+    seeds = tuple(seeds) if seeds else DEFAULT_SEEDS[preset_name]
+    cfgs = []
+    available = []
     for ds in datasets:
         if not dataset_available(preset_name, ds):
             log(f"{ds}: data not found in the data dir; its table is skipped (README 'Data' says how to get it)")
             continue
-        main_study(preset_name, ds, seeds, jobs, root, log)
-    ablation_study(preset_name, "cifar10", jobs, root, log)
+        available.append(ds)
+        cfgs += main_configs(preset_name, ds, seeds)
+    if "cifar10" in available:
+        cfgs += ablation_configs(preset_name, "cifar10")
+    ensure(cfgs, results_dir(preset_name, root), jobs, log, then=_then_fixed_at_final_widths)
+    if "cifar10" in available:
+        from . import analysis, cam
+        log("analyses: Grad-CAM metrics, hyper/hypo neurons E1-E4 ...")
+        cam.metrics_study(preset_name, "cifar10", jobs=jobs, root=root)
+        analysis.neuron_study(preset_name, "cifar10", seeds, jobs=jobs, root=root)

@@ -197,16 +197,19 @@ def run(cfg: Config, results_dir: str = "results", device: str | torch.device = 
             t_epoch = time.perf_counter()
             metrics = train_epoch(model, optimizer, ds, cfg, generator_for(cfg.seed, "epoch", r, e), device,
                                   sim_round, desc)
-            test_loss, test_acc = evaluate(model, ds.test_x, ds.test_y, cfg.eval_batch_size, device)
+            last_of_round = e == cfg.epochs_per_round - 1
+            test_loss = test_acc = None
+            if cfg.eval_every_epoch or last_of_round:
+                test_loss, test_acc = evaluate(model, ds.test_x, ds.test_y, cfg.eval_batch_size, device)
             train_flops += TRAIN_FLOPS_PER_MAC * train_macs
             record["epochs"].append({"round": r, "epoch": e, "lr": optimizer.param_groups[0]["lr"], **metrics,
                                      "test_loss": test_loss, "test_acc": test_acc,
                                      "time_s": time.perf_counter() - t_epoch})
             if cfg.progress:
+                test = f"test {test_acc:.4f} " if test_acc is not None else ""
                 log(f"[{cfg.name()}] {desc}: loss {metrics['train_loss']:.3f} train {metrics['train_acc']:.3f} "
-                    f"test {test_acc:.4f} ({time.perf_counter() - t_epoch:.1f}s)")
+                    f"{test}({time.perf_counter() - t_epoch:.1f}s)")
             done_epochs += 1
-            last_of_round = e == cfg.epochs_per_round - 1
             if last_of_round:
                 g = record["rounds"][-1]["growth"]
                 record["rounds"][-1] = _round_summary(model, r, g, train_flops, test_acc)

@@ -1,0 +1,46 @@
+import operator
+import os
+
+import pytest
+
+from replication import analysis, study
+from replication.config import SMOKE
+from replication.data import load_dataset
+
+
+def test_map_processes_in_worker_processes_equals_in_this_one():
+    serial = study.map_processes(operator.add, [1, 2, 3, 4], 1, 10)
+    assert serial == [11, 12, 13, 14]
+    assert study.map_processes(operator.add, [1, 2, 3, 4], 2, 10) == serial  # order kept, shared sent to workers
+
+
+def test_ensure_starts_longest_runs_first_and_trains_follow_ups(tmp_path):
+    cfgs = [SMOKE.replace(method=m, seed=0) for m in ("fixed", "random", "firefly")]
+    assert sorted(cfgs, key=study._start_order)[0].method == "firefly"  # its follow-up waits for it
+    trained = []
+    recs = study.ensure(cfgs, str(tmp_path), jobs=1, log=trained.append, then=study._then_fixed_at_final_widths)
+    assert [r["config"]["method"] for r in recs] == ["fixed", "random", "firefly", "fixed"]
+    grown = recs[2]["final"]["widths"]
+    assert grown != [SMOKE.start_width] * len(grown) and recs[3]["config"]["widths"] == grown
+    assert recs[3]["config"]["start_width"] is None and recs[3]["final"]["widths"] == grown
+    # Everything is cached now: the same call, not allowed to train, returns the same records.
+    again = study.ensure(cfgs, str(tmp_path), jobs=1, train=False, then=study._then_fixed_at_final_widths)
+    assert [r["config_key"] for r in again] == [r["config_key"] for r in recs]
+    with pytest.raises(FileNotFoundError, match="missing"):
+        study.ensure([SMOKE.replace(seed=5)], str(tmp_path), train=False)
+
+
+def test_neuron_analyses_in_two_processes_equal_one(tmp_path):
+    """E1 and E3 computed model by model in worker processes give the table computed in this process."""
+    root = str(tmp_path)
+    records = analysis.neuron_records("smoke", "cifar10", seeds=(0,), root=root)
+    assert {r["config"]["method"] for r in records} == {"fixed", "firefly", "ours"}
+    ds = load_dataset(study.base_config("smoke", "cifar10"))
+    rdir = study.results_dir("smoke", root)
+    serial = analysis.census(records, ds, rdir, jobs=1)
+    os.remove(os.path.join(rdir, "neurons_stats.csv"))
+    parallel = analysis.census(records, ds, rdir, jobs=2)
+    assert parallel.equals(serial)
+    e3 = analysis.removal(records, ds, rdir, serial, jobs=1)
+    os.remove(os.path.join(rdir, "neurons_removal.csv"))
+    assert analysis.removal(records, ds, rdir, serial, jobs=2).equals(e3)
