@@ -61,7 +61,7 @@ def pipeline_bench(ds, widths):
     torch.manual_seed(0)
     model = build_model("vgg19", widths, 10).to(memory_format=LAYOUT)
     opt = make_optimizer(model, QUICK)
-    x_f = data_mod.normalise(ds.train_x[:BATCH])
+    x_f = data_mod.normalise(ds.train_x[:BATCH]).contiguous(memory_format=LAYOUT)  # as training feeds it
     y_f = ds.train_y[:BATCH]
     n_batches = len(ds.train_y) // BATCH
 

@@ -237,16 +237,20 @@ def normalise(x_uint8: torch.Tensor) -> torch.Tensor:
 
 
 def augment_batch(x: torch.Tensor, generator: torch.Generator, padding: int = CROP_PADDING) -> torch.Tensor:
-    """Random crop (zero padding) and horizontal flip of a whole uint8 batch (B, 3, H, W) at once."""
-    b, _, h, w = x.shape
+    """Random crop (zero padding) and horizontal flip of a whole uint8 batch (B, 3, H, W) at once.
+
+    The result has shape (B, 3, H, W) in channels_last memory order, the layout training feeds the model, so no
+    copy is needed later; every element operation downstream gives the same values in either layout."""
+    b, c, h, w = x.shape
     padded = torch.nn.functional.pad(x, (padding,) * 4)
     dy = torch.randint(0, 2 * padding + 1, (b,), generator=generator)
     dx = torch.randint(0, 2 * padding + 1, (b,), generator=generator)
     flip = torch.rand(b, generator=generator) < 0.5
-    rows = (dy[:, None] + torch.arange(h))[:, None, :, None]  # (B, 1, H, 1)
+    rows = (dy[:, None] + torch.arange(h))[:, :, None, None]  # (B, H, 1, 1)
     cols = dx[:, None] + torch.arange(w)  # (B, W)
-    cols = torch.where(flip[:, None], cols.flip(1), cols)[:, None, None, :]  # flip = read columns backwards
-    return padded[torch.arange(b)[:, None, None, None], torch.arange(3)[None, :, None, None], rows, cols]
+    cols = torch.where(flip[:, None], cols.flip(1), cols)[:, None, :, None]  # (B, 1, W, 1); flip = read backwards
+    nhwc = padded[torch.arange(b)[:, None, None, None], torch.arange(c)[None, None, None, :], rows, cols]
+    return nhwc.permute(0, 3, 1, 2)  # (B, H, W, 3) -> (B, 3, H, W), channels_last strides
 
 
 def train_batches(x: torch.Tensor, y: torch.Tensor, batch_size: int, generator: torch.Generator,

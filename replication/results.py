@@ -246,6 +246,37 @@ def ablation_table(records: list[dict]):
                                           key=lambda s: s.astype(str)).reset_index(drop=True)
 
 
+def variants_table(records: list[dict], reference: str = "firefly"):
+    """Per variant (method, and "from round 0" where the constraint also acts in the first round): seeds, top-1
+    mean ± std, final mean |C_sim|, and the paired difference to `reference` over the seeds both have (95 % CI)."""
+    import pandas as pd
+
+    from .study import method_label
+
+    def label(c):
+        return method_label(c) + (" (from round 0)" if c["lambda_sim"] > 0 and c["sim_from_round"] == 0 else "")
+    acc: dict[str, dict[int, float]] = {}
+    sim: dict[str, list[float]] = {}
+    for r in records:
+        name = label(r["config"])
+        acc.setdefault(name, {})[r["config"]["seed"]] = 100 * r["final"]["test_acc"]
+        sim.setdefault(name, []).append(final_similarity(r)["mean |C_sim|"])
+    rows = []
+    for name, by_seed in acc.items():
+        values = list(by_seed.values())
+        mean, sd = sum(values) / len(values), pd.Series(values).std(ddof=1)
+        common = sorted(set(by_seed) & set(acc.get(reference, {})))
+        row = {"method": name, "seeds": len(values), "top-1 (%)": f"{mean:.2f} ± {sd:.2f}",
+               "mean |C_sim|": sum(sim[name]) / len(sim[name])}
+        if name != reference and common:
+            d_mean, half = _ci95([by_seed[s] - acc[reference][s] for s in common])
+            row[f"− {reference} (pp, 95 % CI)"] = f"{d_mean:+.2f} ± {half:.2f}"
+        else:
+            row[f"− {reference} (pp, 95 % CI)"] = "-"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def similarity_table(records: list[dict]):
     """Per method: final mean |C_sim| and near-duplicate share (means over layers, then over seeds)."""
     import pandas as pd

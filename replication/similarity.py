@@ -62,7 +62,7 @@ def off_diagonal(weight: torch.Tensor, new_rows: torch.Tensor | None = None,
         other = wn
     block = wn[rows] @ other.T  # (len(rows), C): the chosen rows against every row
     keep = torch.ones_like(block, dtype=torch.bool)
-    keep[torch.arange(len(rows)), rows] = False
+    keep[torch.arange(len(rows), device=keep.device), rows] = False
     return block[keep]
 
 
@@ -95,7 +95,7 @@ class _MeanSquaredOffDiagonal(torch.autograd.Function):
             # Only the m sampled rows are normalised: the other rows' norms scale the columns of B instead.
             wn_rows = w[rows] * inv_norm[rows].unsqueeze(1)  # (m, C_in*k*k)
             c = (wn_rows @ w.T).mul_(inv_norm)  # (m, C_out)
-            c[torch.arange(len(rows)), rows] = 0.0
+            c[torch.arange(len(rows), device=c.device), rows] = 0.0
             ctx.save_for_backward(w, c, inv_norm, rows, wn_rows)
         return (c * c).sum() / (len(c) * (n - 1))
 

@@ -103,6 +103,18 @@ def map_processes(fn, items, jobs: int, shared=None) -> list:
         return list(pool.map(functools.partial(_call_shared, fn), items))
 
 
+def from_round0_configs(preset_name: str, dataset: str, seeds=None) -> list[Config]:
+    """Firefly, ours, and ours with the constraint also in the first round (`sim_from_round=0`), on every seed.
+
+    The follow-up test of the largest single-seed effect in the ablations (docs/results.md): the same three
+    methods on the preset's seeds, so that the effect can be told from seed noise."""
+    base = base_config(preset_name, dataset)
+    ours = base.replace(method="ours", lambda_sim=DEFAULT_LAMBDA_SIM)
+    seeds = tuple(seeds) if seeds else DEFAULT_SEEDS[preset_name]
+    return [c.replace(seed=s) for s in seeds
+            for c in (base.replace(method="firefly"), ours, ours.replace(sim_from_round=0))]
+
+
 def _worker(cfg: Config, rdir: str) -> dict:
     from .train import run
     return run(cfg, results_dir=rdir)
@@ -188,6 +200,11 @@ def ablation_study(preset_name: str, dataset: str = "cifar10", jobs: int = 1, ro
     return ensure(ablation_configs(preset_name, dataset) + [firefly], rdir, jobs, log, train)
 
 
+def from_round0_study(preset_name: str, dataset: str = "cifar10", seeds=None, jobs: int = 1,
+                      root: str = RESULTS_ROOT, log=print, train: bool = True) -> list[dict]:
+    return ensure(from_round0_configs(preset_name, dataset, seeds), results_dir(preset_name, root), jobs, log, train)
+
+
 def dataset_available(preset_name: str, dataset: str) -> bool:
     from .data import DataError, load_dataset
     try:
@@ -211,7 +228,7 @@ def full_study(preset_name: str, seeds=None, jobs: int = 1, datasets=("cifar10",
         available.append(ds)
         cfgs += main_configs(preset_name, ds, seeds)
     if "cifar10" in available:
-        cfgs += ablation_configs(preset_name, "cifar10")
+        cfgs += ablation_configs(preset_name, "cifar10") + from_round0_configs(preset_name, "cifar10", seeds)
     ensure(cfgs, results_dir(preset_name, root), jobs, log, then=_then_fixed_at_final_widths)
     if "cifar10" in available:
         from . import analysis, cam

@@ -79,6 +79,7 @@ def test_batched_crop_and_flip_equal_a_per_image_reference():
     flip = torch.rand(64, generator=twin) < 0.5
     assert flip.any() and (~flip).any()
     assert torch.equal(got, _reference_augment(x, dy, dx, flip))
+    assert got.is_contiguous(memory_format=torch.channels_last)  # the layout training feeds the model
 
 
 def test_pipeline_is_deterministic_per_seed_and_normalised(synthetic):
