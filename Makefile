@@ -45,6 +45,7 @@ results: $(STAMP) data  ## train every run the notebooks need, without rendering
 
 bench: $(STAMP) data  ## print throughput and overhead figures (benchmarks/, not tests)
 	$(PY) benchmarks/bench.py
+	$(PY) benchmarks/firefly_memory.py
 
 lab: $(STAMP)  ## open JupyterLab in the project's environment (kernel: this venv's python3)
 	$(VENV)/bin/jupyter lab notebooks/

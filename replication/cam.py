@@ -18,6 +18,9 @@ from . import data as data_mod
 
 COVERAGE_THRESHOLD = 0.5  # share of pixels whose (per-image min-max scaled) CAM exceeds this (our choice)
 ROAD_PERCENTILES = (20, 40, 60, 80)  # fewer than the library's default nine, to keep 500 images in CPU minutes
+# ROAD's imputation adds noise from torch's global generator; seeding it (in a forked RNG state) makes the metric
+# reproducible from run to run without touching the caller's random stream.
+ROAD_NOISE_SEED = 0
 
 
 @contextlib.contextmanager
@@ -77,13 +80,15 @@ def cam_metrics(model: nn.Module, images_uint8: torch.Tensor, labels: torch.Tens
     maps = cam_maps(model, images_uint8, labels, layer, batch_size)
     conf_change, road = [], []
     road_metric = ROADCombined(percentiles=list(ROAD_PERCENTILES))
-    for start in range(0, len(labels), batch_size):
-        x = data_mod.normalise(images_uint8[start:start + batch_size])
-        targets = [ClassifierOutputSoftmaxTarget(int(c)) for c in labels[start:start + batch_size]]
-        m = maps[start:start + batch_size]
-        with _library_quiet():
-            conf_change.append(np.asarray(CamMultImageConfidenceChange()(x, m, targets, model)).reshape(-1))
-            road.append(np.asarray(road_metric(x, m, targets, model)).reshape(-1))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(ROAD_NOISE_SEED)
+        for start in range(0, len(labels), batch_size):
+            x = data_mod.normalise(images_uint8[start:start + batch_size])
+            targets = [ClassifierOutputSoftmaxTarget(int(c)) for c in labels[start:start + batch_size]]
+            m = maps[start:start + batch_size]
+            with _library_quiet():
+                conf_change.append(np.asarray(CamMultImageConfidenceChange()(x, m, targets, model)).reshape(-1))
+                road.append(np.asarray(road_metric(x, m, targets, model)).reshape(-1))
     with torch.no_grad():
         pred = torch.cat([model(data_mod.normalise(images_uint8[s:s + batch_size])).argmax(1)
                           for s in range(0, len(labels), batch_size)])
@@ -130,7 +135,7 @@ def metrics_study(preset_name: str, dataset: str, seed: int = 0, layer: int = -1
     n_images = n_images if n_images is not None else default_metric_images(preset_name)
     cfgs = compared_configs(preset_name, dataset, seed)
     rdir = results_dir(preset_name, root or RESULTS_ROOT)
-    key = "|".join([c.key() for c in cfgs.values()] + [str(layer), str(n_images)])
+    key = "|".join([c.key() for c in cfgs.values()] + [str(layer), str(n_images), f"road_seed={ROAD_NOISE_SEED}"])
 
     def compute():
         ensure(list(cfgs.values()), rdir, jobs)
