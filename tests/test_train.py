@@ -96,3 +96,13 @@ def test_quick_subset_of_real_cifar10_learns(tmp_path, cifar10_dir):
     assert rec["data"]["verification"]["test_batch"] in ("official-md5", "pixel-sha256")
     assert rec["data"]["train_size"] == 4000 and rec["data"]["test_size"] == 2000
     assert rec["final"]["test_acc"] >= 0.17
+
+
+def test_evaluating_only_at_round_ends_changes_nothing_else(tmp_path, tiny_cfg):
+    every = run(tiny_cfg, results_dir=str(tmp_path / "every"), log=lambda *a: None)
+    ends = run(tiny_cfg.replace(eval_every_epoch=False), results_dir=str(tmp_path / "ends"), log=lambda *a: None)
+    last = tiny_cfg.epochs_per_round - 1
+    assert [e["test_acc"] is not None for e in ends["epochs"]] == [e["epoch"] == last for e in ends["epochs"]]
+    assert [e["train_loss"] for e in ends["epochs"]] == [e["train_loss"] for e in every["epochs"]]
+    assert [r["test_acc"] for r in ends["rounds"]] == [r["test_acc"] for r in every["rounds"]]
+    assert ends["final"] == every["final"]
