@@ -121,7 +121,7 @@ class _CandidateRows(nn.Module):
         # computed without a graph and backward runs through the original channels alone (same gradients, ~2x
         # less work in that pass).
         side = contextlib.nullcontext() if cand.candidate_grad else torch.no_grad()
-        if cand.reads_candidates(i):  # x holds the previous unit's 3C' + K channels
+        if cand.reads_candidates[i]:  # x holds the previous unit's 3C' + K channels
             x, new = cand.mix(i - 1, x)
             a = _conv(conv, x, w) + _conv(conv, new, cand.cands[i - 1].o)  # the new neurons reach w's rows only
         else:
@@ -170,7 +170,8 @@ class CandidateNetwork:
         self.gates: list = [None] * len(self.units)
         self.candidate_grad = True  # False while scoring: gradients flow to the gates only
         unit_convs = {id(u.conv) for u in self.units}
-        self._reads = [i > 0 and self.units[i - 1].consumer is u.conv for i, u in enumerate(self.units)]
+        # reads_candidates[i]: unit i's conv consumes unit i-1's channels (then its input holds their candidates)
+        self.reads_candidates = [i > 0 and self.units[i - 1].consumer is u.conv for i, u in enumerate(self.units)]
         self.net = copy.deepcopy(model).eval().requires_grad_(False)
         names = {id(m): name for name, m in model.named_modules()}
         for i, (u, c) in enumerate(zip(self.units, self.cands)):
@@ -181,9 +182,6 @@ class CandidateNetwork:
                 _replace_module(self.net, names[id(dw_bn)], _CandidateBN(dw_bn, k))
             if id(u.consumer) not in unit_convs:
                 _replace_module(self.net, names[id(u.consumer)], _CandidateConsumer(self, i, u.consumer))
-
-    def reads_candidates(self, i: int) -> bool:
-        return self._reads[i]
 
     def mix(self, i: int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Unit i's candidate channels as its consumer sees them: (gated mix of original and copies, gated new)."""
