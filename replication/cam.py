@@ -125,7 +125,8 @@ def _metrics_one(item, shared):
 def metrics_study(preset_name: str, dataset: str, seed: int = 0, layer: int = -1, n_images: int | None = None,
                   jobs: int = 1, root: str | None = None):
     """Per-image CAM metrics of Firefly and ours on the same fixed test images covering all classes, one process
-    per model, cached in a CSV whose first line records what produced it (config keys, layer, image count)."""
+    per model, cached in a CSV whose first line records what produced it (config keys, layer, image count, ROAD
+    noise seed)."""
     import pandas as pd
 
     from .data import load_dataset
