@@ -5,7 +5,7 @@ import argparse
 import dataclasses
 import sys
 
-from .config import ARCHS, DATASETS, DEFAULT_LAMBDA_SIM, METHODS, PRESETS, Config, preset
+from .config import ARCHS, DATASETS, DEFAULT_LAMBDA_SIM, FIREFLY_START_WIDTH, METHODS, PRESETS, Config, preset
 
 
 def _parse_value(field: dataclasses.Field, text: str):
@@ -45,6 +45,10 @@ def config_from_args(args) -> Config:
         overrides["lambda_sim"] = DEFAULT_LAMBDA_SIM
     if overrides.get("method") == "fixed" and "start_width" not in overrides and args.full_width:
         overrides["start_width"] = None
+    base = preset(args.preset)
+    if (overrides.get("arch") in FIREFLY_START_WIDTH and "start_width" not in overrides
+            and base.start_width == FIREFLY_START_WIDTH[base.arch]):  # a preset at Firefly's start width keeps it
+        overrides["start_width"] = FIREFLY_START_WIDTH[overrides["arch"]]  # 32 for MobileNetV1 (FF:model.py:51-52)
     return preset(args.preset, **overrides)
 
 

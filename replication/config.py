@@ -17,11 +17,20 @@ ARCHS = ("vgg11", "vgg16", "vgg19", "mobilenetv1")
 METHODS = ("fixed", "random", "split", "firefly", "ours")
 SIM_VARIANTS = ("decorrelate", "distribution")
 SIM_SCOPES = ("all", "new")
+INITS = ("default", "kaiming")
+SCORE_POINTS = ("full", "zero")
+NEW_DEPTHWISE = ("trained", "zero")
+# Firefly grows MobileNetV1 from 32 channels in every layer, VGG from 16 (FF:model.py:51-52, FF:main.py dim_hidden).
+FIREFLY_START_WIDTH = {"vgg11": 16, "vgg16": 16, "vgg19": 16, "mobilenetv1": 32}
 # lambda_sim of method "ours" unless set: chosen by the quick-preset sweep (docs/method.md, notebook 06).
 DEFAULT_LAMBDA_SIM = 1.0
 
 # Fields that only say where things live or how fast they run; they never change a number in the results.
 NON_RESULT_FIELDS = ("data_dir", "download", "verify_data", "num_threads", "progress")
+# Fields that act only after the first round (growth, and the constraint when it starts at round 1): runs that differ
+# only in them train an identical round 0, which `train.run` computes once and forks from (`round0_key`).
+AFTER_ROUND0_FIELDS = ("method", "rounds", "grow_ratio", "split_noise", "rebuild_optimizer", "lambda_sim",
+                       "sim_variant", "sim_scope", "sim_from_round", "sim_sample_rows")
 
 
 def default_data_dir() -> str:
@@ -49,6 +58,9 @@ class Config:
     start_width: int | None = 16  # every growable layer starts this wide (Firefly: 16 for VGG); None = full widths
     width_scale: float = 1.0  # multiplies the full widths when start_width is None (fixed-full baselines)
     widths: tuple[int, ...] | None = None  # explicit per-layer widths; overrides start_width/width_scale
+    # Firefly's code has no init of its own, so PyTorch's defaults apply (U(+-1/sqrt(fan_in)) convs, classifier bias).
+    # "kaiming" = He-normal fan_out on every conv, the 1x1 classifier included (this project's first choice).
+    init: str = "default"
 
     # --- growth ---
     method: str = "firefly"
@@ -59,9 +71,22 @@ class Config:
     firefly_split_init: float = 0.1  # Firefly: split direction ~ U(-0.1, 0.1)
     firefly_new_filter_std: float = 0.1  # Firefly: new filters ~ N(0, 0.1)
     firefly_new_fanout_init: float = 0.01  # Firefly: new outgoing weights ~ U(-0.01, 0.01)
-    firefly_candidate_lr: float = 1e-3  # Firefly: RMSprop lr 1e-3 for the candidate pass
-    firefly_candidate_l2: float = 1e-4  # "small L2 penalty" on candidate parameters (value ours)
+    firefly_candidate_lr: float = 1e-3  # Firefly: RMSprop lr 1e-3 for the candidate pass (FF:model.py:255)
+    firefly_rmsprop_momentum: float = 0.1  # FF:model.py:255
+    firefly_rmsprop_alpha: float = 0.9  # FF:model.py:255
+    # L2 penalties of the candidate pass: 1e-2 * (sum v^2 + 1e-2 * sum n^2), fan-out none (FF:sp/conv.py:173-177).
+    firefly_l2_split: float = 1e-2
+    firefly_l2_new_fanin: float = 1e-4
+    firefly_l2_new_fanout: float = 0.0
+    # "full": dL/dt of the loss along each candidate's own perturbation with every candidate on (FF:model.py:271-280,
+    # FF:sp/conv.py:237-244); "zero": dL/dg at g = 0, every candidate off (this project's first version).
+    firefly_score_at: str = "full"
+    firefly_new_to_new: bool = True  # learn and keep weights between consecutive layers' new neurons (FF:sp/conv.py:200)
+    firefly_keep_extra: int = 1  # Firefly keeps scores <= the n-th smallest: n + 1 neurons (FF:sp/net.py:65)
+    firefly_grouped_selection: bool = True  # MobileNetV1: two groups, each its own quota (FF:model.py:87); VGG: one
+    firefly_new_depthwise: str = "trained"  # MobileNetV1 new channels' depthwise filters; Firefly's code keeps "zero"
     firefly_candidate_images: int | None = None  # images per candidate pass; None = the whole training split
+    firefly_score_images: int | None = None  # images of the scoring pass; None = firefly_candidate_images
     firefly_candidate_batch_size: int = 128  # smaller batches bound the candidate net's memory
     split_noise: float = 1e-2  # method "split": Net2Wider-style noise on the duplicated filters
     rebuild_optimizer: bool = True  # Firefly: optimiser rebuilt and lr reset after every growth step
@@ -81,7 +106,9 @@ class Config:
     momentum: float = 0.9
     nesterov: bool = True
     weight_decay: float = 1e-4
-    lr_milestones: tuple[float, ...] = (0.5, 0.75)  # Firefly: lr x0.1 after epochs 79 and 119 of 160
+    lr_milestones: tuple[float, ...] = (0.5, 0.75)  # fractions of a round at which lr drops by lr_gamma
+    # Firefly decays after 1-indexed epochs E//2 - 1 and E//4*3 - 1 (FF:main.py:124-128): 79/40/41 of 160.
+    lr_milestone_shift: int = -1
     lr_gamma: float = 0.1
 
     # --- run ---
@@ -100,6 +127,11 @@ class Config:
         _check_choice("method", self.method, METHODS)
         _check_choice("sim_variant", self.sim_variant, SIM_VARIANTS)
         _check_choice("sim_scope", self.sim_scope, SIM_SCOPES)
+        _check_choice("init", self.init, INITS)
+        _check_choice("firefly_score_at", self.firefly_score_at, SCORE_POINTS)
+        _check_choice("firefly_new_depthwise", self.firefly_new_depthwise, NEW_DEPTHWISE)
+        if self.firefly_keep_extra < 0:
+            raise ValueError("firefly_keep_extra must be >= 0")
         if self.rounds < 1 or self.epochs_per_round < 1:
             raise ValueError("rounds and epochs_per_round must be >= 1")
         if self.method in ("random", "split", "firefly", "ours") and self.start_width is None and not self.widths:
@@ -131,6 +163,15 @@ class Config:
         """Short stable hash of every result-relevant field: equal keys mean the same experiment."""
         blob = json.dumps(self.result_fields(), sort_keys=True, default=list)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+    def round0_key(self) -> str | None:
+        """Hash of everything that shapes round 0, or None when round 0 is this run's own (one round, or the
+        constraint already on in round 0)."""
+        if self.rounds < 2 or (self.lambda_sim > 0 and self.sim_from_round == 0):
+            return None
+        shared = {k: v for k, v in self.result_fields().items()
+                  if k not in AFTER_ROUND0_FIELDS and not k.startswith("firefly_")}
+        return hashlib.sha256(json.dumps(shared, sort_keys=True, default=list).encode()).hexdigest()[:12]
 
     def name(self) -> str:
         lam = f"-lam{self.lambda_sim:g}" if self.lambda_sim > 0 else ""
@@ -168,6 +209,18 @@ QUICK = dataclasses.replace(
     eval_every_epoch=False,  # evaluating 2,000 test images is ~20 % of a quick epoch; every number uses round ends
 )
 
+# All 50,000 CIFAR-10 training and 10,000 test images, Firefly's VGG-19 from 16 channels and its protocol; only
+# the number of rounds, the epochs per round and the candidate passes are shortened, so that the whole study fits
+# ~10 h of this 2-core CPU (README, docs/method.md; the pilot that sized it: docs/performance.md).
+FULLDATA = dataclasses.replace(
+    PAPER,
+    rounds=3,
+    epochs_per_round=10,
+    firefly_candidate_images=100 * 128,  # 100 RMSprop steps of batch 128 (Firefly: one pass, 391 steps)
+    eval_batch_size=1000,
+    eval_every_epoch=False,
+)
+
 # Seconds, on synthetic data: exercises every code path in CI.
 SMOKE = dataclasses.replace(
     PAPER,
@@ -186,7 +239,7 @@ SMOKE = dataclasses.replace(
     num_threads=1,  # models this small run fastest on one thread (and tests may run beside other work)
 )
 
-PRESETS = {"smoke": SMOKE, "quick": QUICK, "paper": PAPER}
+PRESETS = {"smoke": SMOKE, "quick": QUICK, "fulldata": FULLDATA, "paper": PAPER}
 
 
 def preset(name: str, **overrides) -> Config:

@@ -1,17 +1,25 @@
-"""Firefly's growth step ("fireflyn", Wu et al. 2020), implemented from its published description.
+"""Firefly's growth step ("fireflyn", Wu et al. 2020), written from its description and its public code's behaviour.
 
 Candidates per unit l of width C and K brand-new slots: every neuron may split (direction v), and K new neurons
-(filter n, fan-out o) may be added. All candidates live at once in a *candidate network*: the model with every unit
-3C + K channels wide, laid out as [original | w+v copies | w-v copies | new]. Its consumer reads them through
+(filter n over the unit's original inputs, fan-out o into the consumer's original rows, and, with
+`firefly_new_to_new`, weights m from the previous unit's new neurons into this unit's new neurons, as Firefly's code
+learns and keeps them) may be added. All candidates live at once in a *candidate network*: the model with every
+unit 3C + K channels wide, laid out as [original | w+v copies | w-v copies | new]. Its consumer reads them through
 per-channel gates g:
 
     original channel scaled by (1 - g_split), each copy by g_split / 2, a new neuron by g_new.
 
 At g = 0 it computes exactly the current network; at g = 1 for a split it computes the split network (two children
-with halved fan-out). So (1) one pass trains v, n, o with every gate at 1 (RMSprop, small L2), then (2) one pass
-with every gate at 0 accumulates dL/dg, the first-order predicted loss change of adding each candidate, and (3) the
-n = int(total x ratio) most negative are kept, over all layers together, and materialised with the exact primitives.
-BN runs in eval mode throughout (Firefly freezes its statistics during the step).
+with halved fan-out). (1) One pass trains v, n, o, m with every gate at 1 (RMSprop, L2 penalties); (2) one pass
+scores every candidate; (3) the most negative scores are kept, per selection group of layers, and materialised with
+the exact growth primitives. BN runs in eval mode throughout (Firefly freezes its statistics during the step).
+
+Two scoring points (`firefly_score_at`):
+- "full" (Firefly's public code): every gate stays at 1 and each candidate's perturbation (v's product for a split,
+  n's product for a new neuron) is scaled by (1 + t); the score is dL/dt at t = 0, the slope of the loss along the
+  candidate's own perturbation in the fully grown candidate network.
+- "zero" (this project's first version): dL/dg at g = 0, the first-order loss change of switching the candidate on
+  from the current network.
 
 Cost. The consumer applies the same weights w to the original channel and both copies, so it first mixes them into
 one channel, mix = (1 - g) h + g (h+ + h-) / 2, and reads C + K inputs instead of 3C + K. A unit's own rows w, w+v,
@@ -32,8 +40,8 @@ from . import data as data_mod
 from .growth import add_neurons, split_neurons
 from .models import Unit
 
-# Gate value at which the scores dL/dg are taken. The gates act after every per-channel operation (pooling
-# included), right where the consumer mixes the channels, so the gradient at exactly g = 0 is well defined.
+# Gate value at which the scores dL/dg are taken in the "zero" mode. The gates act after every per-channel operation
+# (pooling included), right where the consumer mixes the channels, so the gradient at exactly g = 0 is well defined.
 SCORE_GATE = 0.0
 
 
@@ -44,12 +52,21 @@ class Candidates:
     n: torch.Tensor  # (K, C_in, kh, kw) new filters, over the unit's original inputs
     o: torch.Tensor  # (C_next, K, ...) new fan-out into the consumer's original rows
     dw: list[torch.Tensor]  # one (K, 1, kh, kw) depthwise filter per follower
+    m: torch.Tensor | None = None  # (K, K_prev, kh, kw) from the previous unit's new neurons into these new ones
 
-    def tensors(self):
-        return [self.v, self.n, self.o, *self.dw]
+    def penalised(self, cfg) -> list[tuple[float, torch.Tensor]]:
+        """(L2 weight, tensor) pairs; a depthwise filter is part of a new neuron's fan-in."""
+        fan_out = [self.o] + ([self.m] if self.m is not None else [])
+        return ([(cfg.firefly_l2_split, self.v), (cfg.firefly_l2_new_fanin, self.n)]
+                + [(cfg.firefly_l2_new_fanin, t) for t in self.dw] + [(cfg.firefly_l2_new_fanout, t) for t in fan_out])
+
+    def tensors(self) -> list[torch.Tensor]:
+        return [t for t in (self.v, self.n, self.o, *self.dw, self.m) if t is not None]
 
 
-def _init_candidates(unit: Unit, k: int, cfg, g: torch.Generator, device) -> Candidates:
+def _init_candidates(unit: Unit, k: int, cfg, g: torch.Generator, device, k_prev: int | None) -> Candidates:
+    """Firefly's candidate inits (FF:sp/conv.py:194-210): v ~ U(+-0.1), n ~ N(0, 0.1), fan-out ~ U(+-0.01); the
+    new-to-new weights are part of Firefly's fan-in tensor from the previous layer's new neurons, U(+-0.01) too."""
     w, cw = unit.conv.weight, unit.consumer.weight
     s = cfg.firefly_split_init
     v = (torch.rand(w.shape, generator=g) * 2 - 1) * s
@@ -58,8 +75,12 @@ def _init_candidates(unit: Unit, k: int, cfg, g: torch.Generator, device) -> Can
     o = (torch.rand((cw.shape[0], k, *cw.shape[2:]), generator=g) * 2 - 1) * a
     dw = [torch.randn((k, *d.weight.shape[1:]), generator=g) * cfg.firefly_new_filter_std
           for d, _ in unit.followers]
+    m = None
+    if k_prev is not None:
+        m = (torch.rand((k, k_prev, *w.shape[2:]), generator=g) * 2 - 1) * a
+        m = m.to(device).requires_grad_()
     return Candidates(*[t.to(device).requires_grad_() for t in (v, n, o)],
-                      [t.to(device).requires_grad_() for t in dw])
+                      [t.to(device).requires_grad_() for t in dw], m)
 
 
 def _replicate(t: torch.Tensor, k: int, fill: float) -> torch.Tensor:
@@ -117,17 +138,24 @@ class _CandidateRows(nn.Module):
         cand, i = self.cand, self.i
         conv, c = cand.units[i].conv, cand.cands[i]
         w = conv.weight.detach()
-        # Scoring needs dL/dg only: at g = 0 nothing downstream depends on the candidate channels, so their rows are
-        # computed without a graph and backward runs through the original channels alone (same gradients; a
-        # scoring step of a 16-wide VGG-19 went from 0.73 s to 0.48 s).
-        side = contextlib.nullcontext() if cand.candidate_grad else torch.no_grad()
+        new_prev = None
         if cand.reads_candidates[i]:  # x holds the previous unit's 3C' + K channels
-            x, new = cand.mix(i - 1, x)
-            a = _conv(conv, x, w) + _conv(conv, new, cand.cands[i - 1].o)  # the new neurons reach w's rows only
+            x, new_prev = cand.mix(i - 1, x)
+            a = _conv(conv, x, w) + _conv(conv, new_prev, cand.cands[i - 1].o)  # fan-out into w's rows
         else:
             a = _conv(conv, x, w)
+        # Scoring at g = 0 needs dL/dg only: nothing downstream depends on the candidate channels, so their rows are
+        # computed without a graph and backward runs through the original channels alone (same gradients; a
+        # scoring step of a 16-wide VGG-19 went from 0.73 s to 0.48 s).
+        side = torch.no_grad() if cand.scoring == "zero" else contextlib.nullcontext()
         with side:
             b, c_new = _conv(conv, x, torch.cat([c.v, c.n])).split([len(w), cand.k], dim=1)
+            if cand.scoring == "full":  # scale each candidate's own perturbation by (1 + t), t = 0 (FF:sp/conv.py:237-244)
+                t_split, t_new = cand.scales[i]
+                b = b + b.detach() * t_split.view(1, -1, 1, 1)
+                c_new = c_new + c_new.detach() * t_new.view(1, -1, 1, 1)
+            if c.m is not None:  # new-to-new weights: not part of the scored perturbation, as in Firefly's code
+                c_new = c_new + _conv(conv, new_prev, c.m)
         return torch.cat([a, a + b, a - b, c_new], dim=1)
 
 
@@ -166,12 +194,15 @@ class CandidateNetwork:
         self.units = model.units()
         device = next(model.parameters()).device
         self.k = k = cfg.firefly_new_per_layer
-        self.cands = [_init_candidates(u, k, cfg, generator, device) for u in self.units]
-        self.gates: list = [None] * len(self.units)
-        self.candidate_grad = True  # False while scoring: gradients flow to the gates only
         unit_convs = {id(u.conv) for u in self.units}
         # reads_candidates[i]: unit i's conv consumes unit i-1's channels (then its input holds their candidates)
         self.reads_candidates = [i > 0 and self.units[i - 1].consumer is u.conv for i, u in enumerate(self.units)]
+        self.cands = [_init_candidates(u, k, cfg, generator, device,
+                                       k if cfg.firefly_new_to_new and self.reads_candidates[i] else None)
+                      for i, u in enumerate(self.units)]
+        self.gates: list = [None] * len(self.units)
+        self.scales: list | None = None  # per-unit (split, new) perturbation scales t while scoring "full"
+        self.scoring: str | None = None  # None while training the candidates; "zero" or "full" while scoring
         self.net = copy.deepcopy(model).eval().requires_grad_(False)
         names = {id(m): name for name, m in model.named_modules()}
         for i, (u, c) in enumerate(zip(self.units, self.cands)):
@@ -195,15 +226,24 @@ class CandidateNetwork:
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
-    def loss(self, x, y, gate_value: float, requires_gate_grad: bool = False):
-        """Cross-entropy with every gate at `gate_value`; with requires_gate_grad (the scoring pass) the graph
-        reaches the gates and not the candidate tensors."""
+    def loss(self, x, y, gate_value: float, score: str | None = None):
+        """Cross-entropy with every gate at `gate_value`. score="zero": the graph reaches the gates; score="full":
+        the gates are constants and the graph reaches the perturbation scales t = 0 (`score_inputs`)."""
         device = x.device
-        self.candidate_grad = not requires_gate_grad
-        self.gates = [(torch.full((u.width,), gate_value, device=device, requires_grad=requires_gate_grad),
-                       torch.full((self.k,), gate_value, device=device, requires_grad=requires_gate_grad))
-                      for u in self.units]
+        self.scoring = score
+        on = score == "zero"
+        self.gates = [(torch.full((u.width,), gate_value, device=device, requires_grad=on),
+                       torch.full((self.k,), gate_value, device=device, requires_grad=on)) for u in self.units]
+        self.scales = None
+        if score == "full":
+            self.scales = [(torch.zeros(u.width, device=device, requires_grad=True),
+                            torch.zeros(self.k, device=device, requires_grad=True)) for u in self.units]
         return nn.functional.cross_entropy(self.forward(x), y)
+
+    def score_inputs(self) -> list[torch.Tensor]:
+        """What the scores are gradients with respect to: [split_0, new_0, split_1, new_1, ...]."""
+        pairs = self.scales if self.scoring == "full" else self.gates
+        return [t for pair in pairs for t in pair]
 
 
 def candidate_scores(model: nn.Module, ds, cfg, generator: torch.Generator, device) -> tuple:
@@ -211,23 +251,29 @@ def candidate_scores(model: nn.Module, ds, cfg, generator: torch.Generator, devi
     was_training = model.training
     model.eval()
     cand = CandidateNetwork(model, cfg, generator)
+    params = [t for c in cand.cands for t in c.tensors()]
     try:
-        opt = torch.optim.RMSprop([t for c in cand.cands for t in c.tensors()], lr=cfg.firefly_candidate_lr)
-        limit = cfg.firefly_candidate_images
+        opt = torch.optim.RMSprop(params, lr=cfg.firefly_candidate_lr, momentum=cfg.firefly_rmsprop_momentum,
+                                  alpha=cfg.firefly_rmsprop_alpha)
         bs = cfg.firefly_candidate_batch_size
+        limit = cfg.firefly_candidate_images
         for x, y in data_mod.train_batches(ds.train_x, ds.train_y, bs, generator, cfg.augment, limit=limit):
             x, y = x.to(device, memory_format=torch.channels_last), y.to(device)
-            l2 = sum((t ** 2).sum() for c in cand.cands for t in c.tensors())
-            loss = cand.loss(x, y, 1.0) + cfg.firefly_candidate_l2 * l2
+            l2 = sum(weight * (t ** 2).sum() for c in cand.cands for weight, t in c.penalised(cfg) if weight)
+            loss = cand.loss(x, y, 1.0) + l2
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+        for t in params:  # scores are gradients w.r.t. gates or scales only
+            t.requires_grad_(False)
+        gate_value = 1.0 if cfg.firefly_score_at == "full" else SCORE_GATE
         sums = [(torch.zeros(u.width, device=device), torch.zeros(cand.k, device=device)) for u in cand.units]
         batches = 0
+        limit = cfg.firefly_score_images if cfg.firefly_score_images is not None else limit
         for x, y in data_mod.train_batches(ds.train_x, ds.train_y, bs, generator, cfg.augment, limit=limit):
             x, y = x.to(device, memory_format=torch.channels_last), y.to(device)
-            loss = cand.loss(x, y, SCORE_GATE, requires_gate_grad=True)
-            grads = torch.autograd.grad(loss, [g for pair in cand.gates for g in pair])
+            loss = cand.loss(x, y, gate_value, score=cfg.firefly_score_at)
+            grads = torch.autograd.grad(loss, cand.score_inputs())
             for i in range(len(sums)):
                 sums[i][0].add_(grads[2 * i])
                 sums[i][1].add_(grads[2 * i + 1])
@@ -251,16 +297,28 @@ def select_global(scores: list[tuple[torch.Tensor, torch.Tensor]], n_keep: int):
     return out
 
 
+def select_groups(scores, groups: list[list[int]], quotas: list[int]):
+    """`select_global` within each group of units, each with its own quota (Firefly's MobileNetV1 selection)."""
+    chosen: list = [None] * len(scores)
+    for group, quota in zip(groups, quotas):
+        for i, pick in zip(group, select_global([scores[i] for i in group], quota)):
+            chosen[i] = pick
+    return chosen
+
+
 @torch.no_grad()
-def materialise(model: nn.Module, cand: CandidateNetwork, chosen, birth_round: int) -> None:
+def materialise(model: nn.Module, cand: CandidateNetwork, chosen, birth_round: int,
+                zero_depthwise: bool = False) -> None:
     """Turn the chosen candidates into real neurons, last unit first.
 
     Going backwards, a unit's own input columns are still the original ones when its rows are appended, and its
-    consumer already has its final rows; `row_origin` says which parent each appended consumer row copies, so a new
-    neuron's fan-out reaches split children exactly as it reached their parents in the candidate network.
+    consumer already has its final rows; `row_origin` says where each appended consumer row came from, so a new
+    neuron's fan-out reaches split children exactly as it reached their parents in the candidate network, and
+    the consumer's new neurons through the learnt new-to-new weights m. `zero_depthwise` gives new channels a zero
+    depthwise filter, as Firefly's code materialises them (FF:sp/conv.py:168-169).
     """
     units = model.units()
-    row_origin: dict[int, torch.Tensor] = {}
+    row_origin: dict[int, list[tuple[str, int]]] = {}
     for i in reversed(range(len(units))):
         u, c = units[i], cand.cands[i]
         split_idx, new_idx = chosen[i]
@@ -268,22 +326,39 @@ def materialise(model: nn.Module, cand: CandidateNetwork, chosen, birth_round: i
         if len(new_idx):
             o = c.o.detach()[:, new_idx]  # (C_next_orig, n_new, ...)
             if i + 1 < len(units) and u.consumer is units[i + 1].conv:
-                origin = row_origin.get(i + 1, torch.empty(0, dtype=torch.long))
-                extra = torch.stack([o[p] if p >= 0 else torch.zeros_like(o[0]) for p in origin.tolist()]) \
-                    if len(origin) else o[:0]
-                o = torch.cat([o, extra])
+                m = cand.cands[i + 1].m
+                rows = []
+                for kind, j in row_origin.get(i + 1, []):
+                    if kind == "split":  # a split child keeps its parent's fan-in from new upstream neurons
+                        rows.append(o[j])
+                    else:  # a new neuron of the consumer: the learnt new-to-new weights, or none
+                        rows.append(m.detach()[j, new_idx] if m is not None else torch.zeros_like(o[0]))
+                o = torch.cat([o, torch.stack(rows)]) if rows else o
+            dw = [d.detach()[new_idx] for d in c.dw]
             add_neurons(u, c.n.detach()[new_idx], o, birth_round,
-                        follower_filters=[d.detach()[new_idx] for d in c.dw])
+                        follower_filters=[torch.zeros_like(d) for d in dw] if zero_depthwise else dw)
         if len(split_idx):
             # Splits go after new neurons so parent indices stay valid; the children are appended last.
             split_neurons(u, split_idx, c.v.detach()[split_idx], birth_round)
-        row_origin[i] = torch.cat([torch.full((len(new_idx),), -1, dtype=torch.long), split_idx.cpu()])
+        row_origin[i] = [("new", j) for j in new_idx.tolist()] + [("split", p) for p in split_idx.tolist()]
         assert u.width == c_orig + len(new_idx) + len(split_idx)
 
 
-def firefly_grow(model: nn.Module, ds, cfg, n_keep: int, generator: torch.Generator, birth_round: int,
-                 device) -> dict:
+def selection_quotas(model: nn.Module, cfg) -> tuple[list[list[int]], list[int]]:
+    """Groups of units selected together and how many neurons each keeps: int(group width x ratio) (Firefly's
+    count, FF:sp/net.py:45-60) plus `firefly_keep_extra` (its `<=` threshold keeps one more)."""
+    n_units = len(model.units())
+    groups = model.selection_groups() if cfg.firefly_grouped_selection else [list(range(n_units))]
+    widths = [u.width for u in model.units()]
+    quotas = [int(sum(widths[i] for i in g) * cfg.grow_ratio) + cfg.firefly_keep_extra for g in groups]
+    return groups, quotas
+
+
+def firefly_grow(model: nn.Module, ds, cfg, generator: torch.Generator, birth_round: int, device) -> dict:
+    groups, quotas = selection_quotas(model, cfg)
     cand, scores = candidate_scores(model, ds, cfg, generator, device)
-    chosen = select_global(scores, n_keep)
-    materialise(model, cand, chosen, birth_round)
-    return {"split": [len(s) for s, _ in chosen], "new": [len(n) for _, n in chosen]}
+    chosen = select_groups(scores, groups, quotas)
+    materialise(model, cand, chosen, birth_round, zero_depthwise=cfg.firefly_new_depthwise == "zero")
+    split = [len(s) for s, _ in chosen]
+    new = [len(n) for _, n in chosen]
+    return {"added": sum(split) + sum(new), "split": split, "new": new}

@@ -55,7 +55,7 @@ class ConvBlock(nn.Module):
 
 
 class VGG(nn.Module):
-    def __init__(self, cfg_name: str, widths: list[int], num_classes: int = 10):
+    def __init__(self, cfg_name: str, widths: list[int], num_classes: int = 10, init: str = "default"):
         super().__init__()
         layout = VGG_CFG[cfg_name]
         n_convs = sum(1 for v in layout if v != "M")
@@ -75,7 +75,7 @@ class VGG(nn.Module):
         self.pool = nn.MaxPool2d(2)
         # Firefly: no FC layers; a 1x1 conv with bias maps the last width to the classes.
         self.classifier = nn.Conv2d(c_in, num_classes, 1, bias=True)
-        init_weights(self)
+        init_weights(self, init)
 
     def forward(self, x):
         for i, block in enumerate(self.blocks):
@@ -83,6 +83,9 @@ class VGG(nn.Module):
             if i in self.pool_after:
                 x = self.pool(x)
         return self.classifier(x).flatten(1)  # spatial map is 1x1 after five pools at 32x32 input
+
+    def selection_groups(self) -> list[list[int]]:
+        return [list(range(len(self.blocks)))]  # Firefly selects over all VGG layers together
 
     def units(self) -> list[Unit]:
         consumers = [b.conv for b in self.blocks[1:]] + [self.classifier]
@@ -93,7 +96,8 @@ class VGG(nn.Module):
 
 
 class MobileNetV1(nn.Module):
-    def __init__(self, widths: list[int], num_classes: int = 10, strides: list[int] | None = None):
+    def __init__(self, widths: list[int], num_classes: int = 10, strides: list[int] | None = None,
+                 init: str = "default"):
         super().__init__()
         if len(widths) != 1 + len(MOBILENET_CFG):
             raise ValueError(f"MobileNetV1 has {1 + len(MOBILENET_CFG)} growable layers; got {len(widths)}")
@@ -109,7 +113,7 @@ class MobileNetV1(nn.Module):
             self.pw.append(ConvBlock(c_in, c_out, 1, act=act))
             _birth_buffer(self.pw[-1].conv)
         self.classifier = nn.Linear(widths[-1], num_classes)
-        init_weights(self)
+        init_weights(self, init)
 
     def forward(self, x):
         x = self.stem(x)
@@ -132,8 +136,20 @@ class MobileNetV1(nn.Module):
     def cam_layer(self) -> nn.Module:
         return self.pw[-1]
 
+    def selection_groups(self) -> list[list[int]]:
+        # Firefly's two groups of pointwise layers, each with its own quota: {stem, 1, 2, 3} and {4, ..., 13}
+        # (FF:model.py:87, layer2split_group).
+        return [list(range(4)), list(range(4, 1 + len(MOBILENET_CFG)))]
 
-def init_weights(model: nn.Module) -> None:
+
+def init_weights(model: nn.Module, init: str = "default") -> None:
+    """`default`: PyTorch's own initialisation, which Firefly's code keeps (it has no init code); `kaiming`:
+    He-normal fan_out on every conv. The latter gives the 1x1 classifier std sqrt(2/classes) at any input width,
+    which blew up the early layers in the first steps at lr 0.1 (docs/results.md)."""
+    if init == "default":
+        return
+    if init != "kaiming":
+        raise ValueError(f"unknown init {init!r}; valid: default, kaiming")
     for m in model.modules():
         if isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -162,12 +178,12 @@ def initial_widths(cfg) -> list[int]:
     return [max(1, round(w * cfg.width_scale)) for w in full]
 
 
-def build_model(arch: str, widths: list[int], num_classes: int) -> nn.Module:
+def build_model(arch: str, widths: list[int], num_classes: int, init: str = "default") -> nn.Module:
     if arch == "mobilenetv1":
-        return MobileNetV1(list(widths), num_classes)
+        return MobileNetV1(list(widths), num_classes, init=init)
     if arch not in VGG_CFG:
         raise ValueError(f"unknown arch {arch!r}; valid: {', '.join([*VGG_CFG, 'mobilenetv1'])}")
-    return VGG(arch, list(widths), num_classes)
+    return VGG(arch, list(widths), num_classes, init=init)
 
 
 def widths_of(model: nn.Module) -> list[int]:

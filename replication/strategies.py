@@ -50,13 +50,13 @@ def grow_split(model: nn.Module, n: int, generator: torch.Generator, birth_round
 
 def grow(model: nn.Module, cfg, ds, birth_round: int, generator: torch.Generator, device) -> dict:
     """One growth step of `cfg.method`; returns how many neurons went where."""
+    if cfg.method in ("firefly", "ours"):
+        return firefly_grow(model, ds, cfg, generator, birth_round, device)  # its own count (n + 1, per group)
     n = neurons_to_add(model, cfg.grow_ratio)
     if cfg.method == "random":
         info = grow_random(model, n, generator, birth_round)
     elif cfg.method == "split":
         info = grow_split(model, n, generator, birth_round, cfg.split_noise)
-    elif cfg.method in ("firefly", "ours"):
-        info = firefly_grow(model, ds, cfg, n, generator, birth_round, device)
     else:
         raise ValueError(f"method {cfg.method!r} does not grow")
     return {"added": n, **info}

@@ -74,6 +74,8 @@ def ablation_configs(preset_name: str, dataset: str, seed: int = 0) -> list[Conf
     return list(dict.fromkeys(cfgs))  # the default lambda is also in the sweep
 
 
+STUDY_THREADS_PER_RUN = 1
+
 _SHARED = None  # what `map_processes` sends once to each worker process
 
 
@@ -89,17 +91,23 @@ def _call_shared(fn, item):
 
 
 def map_processes(fn, items, jobs: int, shared=None) -> list:
-    """[fn(item, shared) for item in items] in `jobs` spawned processes, the cores split between them (in this
-    process when jobs is 1). `fn` must be a module-level function; `shared` (e.g. the data set) is sent once per
-    worker, not once per item."""
+    """[fn(item, shared) for item in items] in `jobs` spawned processes of one thread each (in this process when
+    jobs is 1, also on one thread: results must not depend on the core count). `fn` must be a module-level
+    function; `shared` (e.g. the data set) is sent once per worker, not once per item."""
+    import torch
     items = list(items)
     cores = os.cpu_count() or 1
     jobs = max(1, min(jobs, len(items), cores))
     if jobs == 1:
-        return [fn(item, shared) for item in items]
+        before = torch.get_num_threads()
+        torch.set_num_threads(STUDY_THREADS_PER_RUN)
+        try:
+            return [fn(item, shared) for item in items]
+        finally:
+            torch.set_num_threads(before)
     ctx = mp.get_context("spawn")
     with cf.ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_init_worker,
-                                initargs=(max(1, cores // jobs), shared)) as pool:
+                                initargs=(STUDY_THREADS_PER_RUN, shared)) as pool:
         return list(pool.map(functools.partial(_call_shared, fn), items))
 
 
@@ -118,6 +126,23 @@ def from_round0_configs(preset_name: str, dataset: str, seeds=None) -> list[Conf
 def _worker(cfg: Config, rdir: str) -> dict:
     from .train import run
     return run(cfg, results_dir=rdir)
+
+
+def _round0_worker(cfg: Config, rdir: str) -> None:
+    """Round 0 of `cfg` only: leaves its checkpoint and the round-0 state its siblings fork from."""
+    from .train import run
+    return run(cfg, results_dir=rdir, stop_after_epochs=cfg.epochs_per_round)
+
+
+def _shared_round0_leaders(pending: list[Config], rdir: str) -> list[Config]:
+    """One config per round-0 key that two or more pending runs share and nobody has trained yet."""
+    from .train import round0_path
+    groups: dict[str, list[Config]] = {}
+    for c in pending:
+        path = round0_path(c, rdir)
+        if path and not os.path.isfile(path):
+            groups.setdefault(c.round0_key(), []).append(c)
+    return [members[0] for members in groups.values() if len(members) > 1]
 
 
 def _start_order(cfg: Config) -> int:
@@ -155,7 +180,9 @@ def ensure(cfgs: list[Config], rdir: str, jobs: int = 1, log=print, train: bool 
     if pending:
         cores = os.cpu_count() or 1
         jobs = max(1, min(jobs, cores, len(pending)))  # a follow-up waits for its parent anyway
-        threads = max(1, cores // jobs)
+        # One thread per run, whatever the machine: oneDNN's reductions, hence a run's bits, depend on the thread
+        # count (a quick run's first epoch differed in the 2nd digit with 2 threads); parallelism is by processes.
+        threads = STUDY_THREADS_PER_RUN
         log(f"{len(records) - len(pending)} cached, training {len(pending)} run(s) (and any follow-ups) with "
             f"{jobs} process(es) x {threads} thread(s) -> {rdir}")
         if jobs == 1:
@@ -163,19 +190,34 @@ def ensure(cfgs: list[Config], rdir: str, jobs: int = 1, log=print, train: bool 
                 c = pending.pop(0)
                 finished(c, _worker(c if c.num_threads else c.replace(num_threads=threads), rdir))
         else:
+            # Runs that share a round 0 wait until one round-0 job has stored it, then fork from it.
+            queue = [("round0", c) for c in _shared_round0_leaders(pending, rdir)] + [("run", c) for c in pending]
+            pending.clear()
+            waiting_on = {c.round0_key() for kind, c in queue if kind == "round0"}
             with cf.ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as pool:
-                running: dict[cf.Future, Config] = {}
-                while pending or running:
-                    while pending and len(running) < jobs:
-                        c = pending.pop(0)
+                running: dict[cf.Future, tuple[str, Config]] = {}
+                while queue or pending or running:
+                    queue[:0] = [("run", c) for c in pending]  # follow-ups of finished parents: the longest, first
+                    pending.clear()
+                    while len(running) < jobs:
+                        ready = [item for item in queue if item[0] == "round0" or item[1].round0_key() not in waiting_on]
+                        if not ready:
+                            break
+                        kind, c = ready[0]
+                        queue.remove(ready[0])
                         todo = c if c.num_threads else c.replace(num_threads=threads)
-                        running[pool.submit(_worker, todo, rdir)] = c
+                        running[pool.submit(_round0_worker if kind == "round0" else _worker, todo, rdir)] = (kind, c)
                     done, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
                     for fut in done:
-                        c = running.pop(fut)
-                        finished(c, fut.result())
+                        kind, c = running.pop(fut)
+                        result = fut.result()
+                        if kind == "round0":
+                            waiting_on.discard(c.round0_key())
+                            log(f"round 0 of {c.name()} stored; its siblings fork from it")
+                            continue
+                        finished(c, result)
                         log(f"done {c.name()}: test acc {records[c]['final']['test_acc']:.4f} "
-                            f"({records[c]['wall_time_s']:.0f}s); {len(pending) + len(running)} left")
+                            f"({records[c]['wall_time_s']:.0f}s); {len(queue) + len(pending) + len(running)} left")
     extra = [f for c in cfgs for f in followups[c]]
     return [records[c] for c in cfgs] + [records[f] for f in dict.fromkeys(extra)]
 

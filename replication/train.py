@@ -57,9 +57,18 @@ def make_optimizer(model: nn.Module, cfg: Config) -> torch.optim.Optimizer:
                            weight_decay=cfg.weight_decay)
 
 
+def lr_drop_epochs(cfg: Config) -> list[int]:
+    """0-indexed epochs of a round from which each lr drop applies: int(m * E) + lr_milestone_shift.
+
+    With shift -1 this is Firefly's rule (decay after 1-indexed epoch E//2 - 1, ...: 79/40/41 epochs of 160);
+    like Firefly's loop, a drop that would apply from epoch 0 never fires."""
+    drops = [int(m * cfg.epochs_per_round) + cfg.lr_milestone_shift for m in cfg.lr_milestones]
+    return [d for d in drops if d >= 1]
+
+
 def lr_at(cfg: Config, epoch_in_round: int) -> float:
-    """Step schedule restarted every round: x lr_gamma at each milestone (fractions of the round)."""
-    passed = sum(epoch_in_round >= int(m * cfg.epochs_per_round) for m in cfg.lr_milestones)
+    """Step schedule restarted every round: x lr_gamma from each drop epoch on."""
+    passed = sum(epoch_in_round >= d for d in lr_drop_epochs(cfg))
     return cfg.lr * cfg.lr_gamma ** passed
 
 
@@ -116,13 +125,19 @@ def checkpoint_path(cfg: Config, results_dir: str) -> str:
     return os.path.join(results_dir, "checkpoints", cfg.name() + ".pt")
 
 
+def round0_path(cfg: Config, results_dir: str) -> str | None:
+    """The shared end-of-round-0 state of every run with this config's `round0_key` (None: not shared)."""
+    key = cfg.round0_key()
+    return os.path.join(results_dir, "round0", f"{cfg.dataset}-{cfg.arch}-s{cfg.seed}-{key}.pt") if key else None
+
+
 def model_path(cfg: Config, results_dir: str) -> str:
     return os.path.join(results_dir, "runs", cfg.name() + ".pt")
 
 
 def _atomic_save(obj, path: str) -> None:
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = path + ".tmp"
+    tmp = f"{path}.{os.getpid()}.tmp"  # per process: two runs may write the same shared round-0 state
     torch.save(obj, tmp)
     os.replace(tmp, path)
 
@@ -152,17 +167,29 @@ def run(cfg: Config, results_dir: str = "results", device: str | torch.device = 
         return cached
     ds = ds if ds is not None else data_mod.load_dataset(cfg)
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg.arch, initial_widths(cfg), ds.num_classes).to(device, memory_format=LAYOUT)
+    model = build_model(cfg.arch, initial_widths(cfg), ds.num_classes, cfg.init).to(device, memory_format=LAYOUT)
     optimizer = make_optimizer(model, cfg)
     record = {"name": cfg.name(), "config_key": cfg.key(), "config": cfg.result_fields(), "status": "running",
               "data": ds.provenance, "threads": threads, "epochs": [], "rounds": [], "wall_time_s": 0.0}
     start_round, start_epoch, train_flops = 0, 0, 0
-    ckpt = checkpoint_path(cfg, results_dir)
+    ckpt, shared = checkpoint_path(cfg, results_dir), round0_path(cfg, results_dir)
+    state = None
     if resume and os.path.isfile(ckpt):
         state = torch.load(ckpt, map_location=device, weights_only=True)
         if state["config_key"] != cfg.key():
             raise CheckpointMismatch(f"{ckpt} was written by a different config (key {state['config_key']}, "
                                      f"this run {cfg.key()}); delete it or change --results-dir")
+        log(f"[{cfg.name()}] resumed at round {state['round']} epoch {state['epoch']}")
+    elif resume and shared and os.path.isfile(shared):
+        # Fork: round 0 is identical for every run sharing the key, so continue from its stored end state exactly
+        # as a resumed run would; only the record's identity changes.
+        state = torch.load(shared, map_location=device, weights_only=True)
+        if state["round0_key"] != cfg.round0_key():
+            raise CheckpointMismatch(f"{shared} was written for another round 0; delete it")
+        state["record"].update(name=record["name"], config_key=record["config_key"], config=record["config"],
+                               forked_round0=os.path.basename(shared))
+        log(f"[{cfg.name()}] forked from the shared round 0 {os.path.basename(shared)}")
+    if state is not None:
         model = build_model(cfg.arch, state["widths"], ds.num_classes).to(device, memory_format=LAYOUT)
         model.load_state_dict(state["model"])
         optimizer = make_optimizer(model, cfg)
@@ -170,7 +197,6 @@ def run(cfg: Config, results_dir: str = "results", device: str | torch.device = 
         torch.set_rng_state(state["torch_rng"])
         record, start_round, start_epoch = state["record"], state["round"], state["epoch"]
         train_flops = state["train_flops"]
-        log(f"[{cfg.name()}] resumed at round {start_round} epoch {start_epoch}")
     done_epochs = len(record["epochs"])
     t0 = time.perf_counter() - record["wall_time_s"]
     for r in range(start_round, cfg.rounds):
@@ -215,9 +241,12 @@ def run(cfg: Config, results_dir: str = "results", device: str | torch.device = 
                 record["rounds"][-1] = _round_summary(model, r, g, train_flops, test_acc)
             record["wall_time_s"] = time.perf_counter() - t0
             nxt_round, nxt_epoch = (r + 1, 0) if last_of_round else (r, e + 1)
-            _atomic_save({"config_key": cfg.key(), "widths": widths_of(model), "model": model.state_dict(),
-                          "optimizer": optimizer.state_dict(), "round": nxt_round, "epoch": nxt_epoch,
-                          "train_flops": train_flops, "record": record, "torch_rng": torch.get_rng_state()}, ckpt)
+            state = {"config_key": cfg.key(), "widths": widths_of(model), "model": model.state_dict(),
+                     "optimizer": optimizer.state_dict(), "round": nxt_round, "epoch": nxt_epoch,
+                     "train_flops": train_flops, "record": record, "torch_rng": torch.get_rng_state()}
+            _atomic_save(state, ckpt)
+            if r == 0 and last_of_round and shared and not os.path.isfile(shared):
+                _atomic_save({**state, "round0_key": cfg.round0_key()}, shared)
             if stop_after_epochs is not None and done_epochs >= stop_after_epochs:
                 return None
         start_epoch = 0

@@ -57,3 +57,20 @@ def test_cli_builds_configs_and_rejects_bad_input(capsys):
     assert "FIELD=VALUE" in capsys.readouterr().err
     assert cli.main(["train", "--preset", "smoke", "--dataset", "imagenet"]) == 2
     assert "valid: cifar10, cifar100, synthetic" in capsys.readouterr().err
+
+
+def test_mobilenet_starts_at_firefly_width_32_from_the_cli():
+    from replication import cli
+    args = cli.build_parser().parse_args(["train", "--preset", "quick", "--arch", "mobilenetv1"])
+    assert cli.config_from_args(args).start_width == 32
+    args = cli.build_parser().parse_args(["train", "--preset", "quick", "--arch", "vgg16"])
+    assert cli.config_from_args(args).start_width == 16
+    args = cli.build_parser().parse_args(["train", "--preset", "smoke", "--arch", "mobilenetv1"])
+    assert cli.config_from_args(args).start_width == 4  # a preset with its own start width keeps it
+
+
+@pytest.mark.parametrize("field,value", [("init", "xavier"), ("firefly_score_at", "half"),
+                                         ("firefly_new_depthwise", "random"), ("firefly_keep_extra", -1)])
+def test_firefly_switches_reject_unknown_values(field, value):
+    with pytest.raises(ValueError, match=field):
+        SMOKE.replace(**{field: value})

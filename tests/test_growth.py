@@ -116,11 +116,12 @@ def float64():
     torch.set_default_dtype(old)
 
 
+@pytest.mark.parametrize("new_to_new", [True, False])
 @pytest.mark.parametrize("arch", ARCHS)
-def test_firefly_candidate_network_is_exact_at_both_gate_settings(arch, float64):
+def test_firefly_candidate_network_is_exact_at_both_gate_settings(arch, new_to_new, float64):
     m = seeded_model(arch)
     X = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(9))
-    cfg = SMOKE.replace(arch=arch, firefly_new_per_layer=3)
+    cfg = SMOKE.replace(arch=arch, firefly_new_per_layer=3, firefly_new_to_new=new_to_new)
     cand = CandidateNetwork(m, cfg, torch.Generator().manual_seed(1))
     with torch.no_grad():
         for c in cand.cands:  # large candidates, so that "the function changed" is visible in the output
@@ -148,11 +149,10 @@ def test_firefly_scores_equal_gate_gradients_of_the_full_graph(arch, float64):
     x = torch.randn(6, 3, 32, 32, generator=torch.Generator().manual_seed(3))
     y = torch.arange(6) % 10
     cand = CandidateNetwork(m, SMOKE.replace(arch=arch, firefly_new_per_layer=3), torch.Generator().manual_seed(1))
-    fast = torch.autograd.grad(cand.loss(x, y, SCORE_GATE, requires_gate_grad=True),
-                               [g for pair in cand.gates for g in pair])
-    cand.loss(x, y, SCORE_GATE, requires_gate_grad=True)
-    cand.candidate_grad = True  # the full graph, through every candidate channel
-    gates = [g for pair in cand.gates for g in pair]
+    fast = torch.autograd.grad(cand.loss(x, y, SCORE_GATE, score="zero"), cand.score_inputs())
+    cand.loss(x, y, SCORE_GATE, score="zero")
+    gates = cand.score_inputs()
+    cand.scoring = None  # the full graph, through every candidate channel
     full = torch.autograd.grad(nn.functional.cross_entropy(cand.forward(x), y), gates)
     assert sum(g.abs().sum() for g in full) > 0
     for f, g in zip(fast, full):
@@ -187,11 +187,73 @@ def test_firefly_scores_find_the_one_known_loss_reducing_candidate():
     with torch.no_grad():
         cand.cands[7].o.copy_(-grad_o)
         cand.cands[7].o[:, 1] = 0  # slot 1 has no fan-out, so it cannot change the loss
-    loss = cand.loss(x, y, SCORE_GATE, requires_gate_grad=True)
-    grads = torch.autograd.grad(loss, [g for pair in cand.gates for g in pair])
+    loss = cand.loss(x, y, SCORE_GATE, score="zero")
+    grads = torch.autograd.grad(loss, cand.score_inputs())
     scores = [(grads[2 * i], grads[2 * i + 1]) for i in range(8)]
     assert scores[7][1][0] < 0
     others = torch.cat([torch.cat([s, n]) for s, n in scores[:7]] + [scores[7][0], scores[7][1][1:]])
     assert torch.count_nonzero(others) == 0
     chosen = select_global(scores, 1)
     assert chosen[7][1].tolist() == [0] and sum(len(s) + len(n) for s, n in chosen) == 1
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_full_scores_are_directional_derivatives_along_each_candidate(arch, float64):
+    """Firefly's public scoring point: every candidate on, and a candidate's score is the slope of the loss along
+    its own perturbation, d/de L(v_j -> (1 + e) v_j) for a split and d/de L(n_j -> (1 + e) n_j) for a new neuron,
+    at e = 0. Checked against central differences of the candidate network's loss, in float64."""
+    m = seeded_model(arch)
+    x = torch.randn(6, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+    y = torch.arange(6) % 10
+    cand = CandidateNetwork(m, SMOKE.replace(arch=arch, firefly_new_per_layer=3), torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        for c in cand.cands:  # candidates large enough that the grown network differs clearly from the model
+            for t in c.tensors():
+                t.mul_(20)
+    for c in cand.cands:
+        for t in c.tensors():
+            t.requires_grad_(False)
+    grads = torch.autograd.grad(cand.loss(x, y, 1.0, score="full"), cand.score_inputs())
+    h = 1e-6
+
+    def slope(tensor, row):
+        keep = tensor[row].clone()
+        losses = []
+        for e in (h, -h):
+            tensor[row] = keep * (1 + e)
+            losses.append(cand.loss(x, y, 1.0).item())
+        tensor[row] = keep
+        return (losses[0] - losses[1]) / (2 * h)
+
+    checked = 0
+    for i in (0, len(cand.units) // 2, len(cand.units) - 1):
+        for kind, tensor, grad in (("split", cand.cands[i].v, grads[2 * i]), ("new", cand.cands[i].n, grads[2 * i + 1])):
+            for row in range(min(2, len(tensor))):
+                want = slope(tensor, row)
+                assert grad[row].item() == pytest.approx(want, rel=1e-5, abs=1e-9), (i, kind, row)
+                checked += abs(want) > 1e-6
+    assert checked >= 6  # the slopes are not all zero
+
+
+def test_materialised_new_to_new_weights_are_the_learnt_ones():
+    torch.manual_seed(0)
+    m = build_model("vgg11", [4] * 8, 10).eval()
+    cand = CandidateNetwork(m, SMOKE.replace(firefly_new_per_layer=3), torch.Generator().manual_seed(0))
+    empty = torch.empty(0, dtype=torch.long)
+    chosen = [(empty, empty)] * 8
+    chosen[2], chosen[3] = (empty, torch.tensor([0, 2])), (empty, torch.tensor([1]))
+    materialise(m, cand, chosen, birth_round=1)
+    w3 = m.units()[3].conv.weight  # rows: 4 original + 1 new; columns: 4 original + 2 new of unit 2
+    assert torch.equal(w3[4, 4:], cand.cands[3].m[1, [0, 2]].detach())
+    assert torch.equal(w3[:4, 4:], cand.cands[2].o[:, [0, 2]].detach())
+
+
+def test_selection_keeps_n_plus_one_per_group_like_firefly():
+    from replication.firefly import selection_quotas
+    vgg = build_model("vgg19", [16] * 16, 10)
+    assert selection_quotas(vgg, SMOKE) == ([list(range(16))], [int(256 * 0.3) + 1])
+    mobile = build_model("mobilenetv1", [32] * 14, 10)
+    groups, quotas = selection_quotas(mobile, SMOKE)
+    assert groups == [[0, 1, 2, 3], list(range(4, 14))] and quotas == [int(128 * 0.3) + 1, int(320 * 0.3) + 1]
+    assert selection_quotas(mobile, SMOKE.replace(firefly_grouped_selection=False, firefly_keep_extra=0)) == (
+        [list(range(14))], [int(448 * 0.3)])

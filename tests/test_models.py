@@ -49,3 +49,34 @@ def test_flop_counter_matches_the_vgg_formula():
 def test_wrong_number_of_widths_is_an_error():
     with pytest.raises(ValueError, match="16 conv layers"):
         build_model("vgg19", [16] * 15, 10)
+
+
+# Widths a quick Firefly run grew to (results/quick, seed 0) and a wider, uneven grown net.
+GROWN_WIDTHS = ([26, 21, 19, 23, 33, 29, 19, 27, 20, 18, 17, 16, 16, 16, 16, 16],
+                [39, 60, 44, 31, 28, 25, 22, 22, 21, 19, 17, 17, 16, 16, 17, 26])
+
+
+@pytest.mark.realdata
+def test_default_init_starts_near_chance_loss_on_real_cifar10(cifar10_dir):
+    """Firefly's code keeps PyTorch's default init; then the cross-entropy of a real batch at init is within 0.5 of
+    ln(10) at 16 wide and at grown widths, as a fresh network's should be. The project's first init (He fan_out on
+    the 1x1 classifier too: std sqrt(2/10) at any width) gave 4.3-6.3 and collapsed two fixed nets; the test checks
+    that it is told apart."""
+    import math
+
+    from replication.data import eval_batches, load_cifar
+    ds = load_cifar("cifar10", cifar10_dir)
+    x, y = next(eval_batches(ds.test_x[:256], ds.test_y[:256], 256))
+    far = 0
+    for widths in ([16] * 16, *GROWN_WIDTHS):
+        for seed in range(3):
+            for init in ("default", "kaiming"):
+                torch.manual_seed(seed)
+                model = build_model("vgg19", widths, 10, init=init).train()  # train-mode BN, as at the first step
+                with torch.no_grad():
+                    ce = torch.nn.functional.cross_entropy(model(x), y).item()
+                if init == "default":
+                    assert abs(ce - math.log(10)) < 0.5, (widths, seed, ce)
+                else:
+                    far += abs(ce - math.log(10)) >= 0.5
+    assert far >= 5  # of 9: the kaiming init is visibly off at init

@@ -44,3 +44,18 @@ def test_neuron_analyses_in_two_processes_equal_one(tmp_path):
     e3 = analysis.removal(records, ds, rdir, serial, jobs=1)
     os.remove(os.path.join(rdir, "neurons_removal.csv"))
     assert analysis.removal(records, ds, rdir, serial, jobs=2).equals(e3)
+
+
+def test_two_processes_train_a_shared_round0_once_and_fork_from_it(tmp_path):
+    """Three runs of one seed share round 0: one round-0 job stores it, and all three records (two of them forked)
+    equal those a single process trains."""
+    cfgs = [SMOKE.replace(method=m, lambda_sim=0.5 if m == "ours" else 0.0, seed=0)
+            for m in ("firefly", "ours", "random")]
+    logs = []
+    two = study.ensure(cfgs, str(tmp_path / "two"), jobs=2, log=logs.append)
+    assert sum("round 0 of" in line for line in logs) == 1
+    assert sum("forked_round0" in r for r in two) >= 2
+    one = study.ensure(cfgs, str(tmp_path / "one"), jobs=1, log=lambda *a: None)
+    for a, b in zip(two, one):
+        assert [e["train_loss"] for e in a["epochs"]] == [e["train_loss"] for e in b["epochs"]]
+        assert a["final"] == b["final"]

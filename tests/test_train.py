@@ -11,8 +11,10 @@ from replication.train import TrainingDiverged, checkpoint_path, load_model, lr_
 
 def test_lr_schedule_restarts_every_round_with_firefly_milestones():
     cfg = SMOKE.replace(epochs_per_round=160)
-    assert lr_at(cfg, 0) == 0.1 and lr_at(cfg, 79) == 0.1  # Firefly: x0.1 after epoch 79 and after 119
-    assert lr_at(cfg, 80) == pytest.approx(0.01) and lr_at(cfg, 120) == pytest.approx(0.001)
+    # Firefly: x0.1 after 1-indexed epochs 79 and 119 of 160, i.e. 79 / 40 / 41 epochs at 0.1 / 0.01 / 0.001
+    lrs = [lr_at(cfg, e) for e in range(160)]
+    assert [sum(lr == pytest.approx(v) for lr in lrs) for v in (0.1, 0.01, 0.001)] == [79, 40, 41]
+    assert lr_at(cfg, 78) == 0.1 and lr_at(cfg, 79) == pytest.approx(0.01) and lr_at(cfg, 119) == pytest.approx(0.001)
 
 
 def test_a_smoke_run_learns_well_above_chance(tmp_path, tiny_cfg):
@@ -106,3 +108,37 @@ def test_evaluating_only_at_round_ends_changes_nothing_else(tmp_path, tiny_cfg):
     assert [e["train_loss"] for e in ends["epochs"]] == [e["train_loss"] for e in every["epochs"]]
     assert [r["test_acc"] for r in ends["rounds"]] == [r["test_acc"] for r in every["rounds"]]
     assert ends["final"] == every["final"]
+
+
+def _trajectory(rec):
+    """Every number of a record except wall times."""
+    rounds = [{**r, "growth": {k: v for k, v in r["growth"].items() if k != "time_s"} if r["growth"] else None}
+              for r in rec["rounds"]]
+    return [(e["train_loss"], e["train_acc"], e["test_acc"]) for e in rec["epochs"]], rec["final"], rounds
+
+
+@pytest.mark.parametrize("method", ["ours", "fixed", "random"])
+def test_a_run_forked_from_a_shared_round0_ends_exactly_like_an_unforked_one(tmp_path, tiny_cfg, method):
+    """Runs that differ only after round 0 (growth method, constraint from round 1) share one round 0: the first
+    stores its end state, the others continue from it. The forked run must be bit for bit the run trained alone."""
+    from replication.train import round0_path
+    leader = tiny_cfg.replace(method="firefly")
+    cfg = tiny_cfg.replace(method=method, lambda_sim=0.5 if method == "ours" else 0.0)
+    assert cfg.round0_key() == leader.round0_key() and cfg.key() != leader.key()
+    quiet = {"log": lambda *a: None}
+    run(leader, results_dir=str(tmp_path / "shared"), **quiet)
+    assert os.path.isfile(round0_path(cfg, str(tmp_path / "shared")))
+    forked = run(cfg, results_dir=str(tmp_path / "shared"), **quiet)
+    alone = run(cfg, results_dir=str(tmp_path / "alone"), **quiet)
+    assert forked["forked_round0"] and "forked_round0" not in alone
+    assert _trajectory(forked) == _trajectory(alone)
+    assert forked["name"] == alone["name"] == cfg.name() and forked["config"] == alone["config"]
+
+
+def test_round0_is_not_shared_when_it_differs(tiny_cfg):
+    base = tiny_cfg.replace(method="firefly")
+    assert tiny_cfg.replace(method="ours", lambda_sim=0.5, sim_from_round=0).round0_key() is None
+    assert base.replace(rounds=1).round0_key() is None
+    for change in ({"seed": 1}, {"lr": 0.05}, {"start_width": 6}, {"epochs_per_round": 2}, {"init": "kaiming"}):
+        assert base.replace(**change).round0_key() != base.round0_key(), change
+    assert base.replace(firefly_score_at="zero", grow_ratio=0.2).round0_key() == base.round0_key()
