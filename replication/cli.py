@@ -105,6 +105,10 @@ def main(argv=None) -> int:
                 diff = {k: v for k, v in dataclasses.asdict(cfg).items() if base[k] != v}
                 print(f"{name}: {diff or 'the Firefly protocol'}")
             return 0
+        if args.command == "study" and args.preset == "fulldata":
+            from .fulldata import study as fulldata_study
+            fulldata_study(args.jobs)  # its own plan: seeds, the lambda sweep (replication/fulldata.py)
+            return 0
         if args.command == "study":
             from .study import full_study
             full_study(args.preset, args.seeds, args.jobs, args.datasets.split(","))

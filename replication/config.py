@@ -214,9 +214,10 @@ QUICK = dataclasses.replace(
 # ~10 h of this 2-core CPU (README, docs/method.md; the pilot that sized it: docs/performance.md).
 FULLDATA = dataclasses.replace(
     PAPER,
-    rounds=3,
-    epochs_per_round=10,
+    rounds=3,  # Firefly: 11 (10 growth steps); here 2 growth steps
+    epochs_per_round=8,  # Firefly: 160; 8 keeps its lr rule meaningful (3 / 2 / 3 epochs at 0.1 / 0.01 / 0.001)
     firefly_candidate_images=100 * 128,  # 100 RMSprop steps of batch 128 (Firefly: one pass, 391 steps)
+    firefly_score_images=50 * 128,  # 50 scoring batches (Firefly: one pass)
     eval_batch_size=1000,
     eval_every_epoch=False,
 )

@@ -120,7 +120,7 @@ def runs_table(records: list[dict]):
 # Tables: rendered only from run records, written as Markdown + CSV + LaTeX
 # ----------------------------------------------------------------------------------------------------------------
 METHOD_ORDER = ["fixed (compact)", "fixed (Firefly's final widths)", "fixed (full)", "random", "split", "firefly",
-                "ours"]
+                "ours", "ours (from round 0)"]
 
 
 def _ci95(values) -> tuple[float, float]:
@@ -235,15 +235,20 @@ def ablation_table(records: list[dict]):
     rows = []
     for r in records:
         c = r["config"]
-        rows.append({"growth": "random" if c["method"] == "random" else "firefly", "method": method_label(c),
+        firefly = c["method"] in ("firefly", "ours")
+        grown = [g["growth"] for g in r["rounds"] if g.get("growth")]
+        rows.append({"growth": "firefly" if firefly else c["method"], "method": method_label(c),
+                     "score at": c["firefly_score_at"] if firefly else "-",
+                     "new→new": ("yes" if c["firefly_new_to_new"] else "no") if firefly else "-",
                      "lambda_sim": c["lambda_sim"], "variant": c["sim_variant"] if c["lambda_sim"] > 0 else "-",
                      "scope": c["sim_scope"] if c["lambda_sim"] > 0 else "-",
                      "from round": c["sim_from_round"] if c["lambda_sim"] > 0 else "-",
                      "rows": (c.get("sim_sample_rows") or "all") if c["lambda_sim"] > 0 else "-", "seed": c["seed"],
+                     "split/new added": f"{sum(sum(g['split']) for g in grown)}/{sum(sum(g['new']) for g in grown)}",
                      "top-1 (%)": 100 * r["final"]["test_acc"], "params (K)": r["final"]["params"] / 1e3,
                      **final_similarity(r)})
-    return pd.DataFrame(rows).sort_values(["growth", "variant", "scope", "from round", "rows", "lambda_sim"],
-                                          key=lambda s: s.astype(str)).reset_index(drop=True)
+    keys = ["growth", "score at", "new→new", "variant", "scope", "from round", "rows", "lambda_sim"]
+    return pd.DataFrame(rows).sort_values(keys, key=lambda s: s.astype(str)).reset_index(drop=True)
 
 
 def variants_table(records: list[dict], reference: str = "firefly"):
@@ -254,7 +259,8 @@ def variants_table(records: list[dict], reference: str = "firefly"):
     from .study import method_label
 
     def label(c):
-        return method_label(c) + (" (from round 0)" if c["lambda_sim"] > 0 and c["sim_from_round"] == 0 else "")
+        return method_label(c) + (" (from round 0)" if c["method"] != "ours" and c["lambda_sim"] > 0
+                                  and c["sim_from_round"] == 0 else "")
     acc: dict[str, dict[int, float]] = {}
     sim: dict[str, list[float]] = {}
     for r in records:

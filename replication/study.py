@@ -41,7 +41,9 @@ def method_label(cfg: dict | Config) -> str:
             return "fixed (Firefly's final widths)"
         return "fixed (compact)" if c["start_width"] is not None else "fixed (full)"
     if c["lambda_sim"] > 0:
-        return "ours" if c["method"] == "ours" else f"{c['method']} + constraint"
+        if c["method"] == "ours":
+            return "ours (from round 0)" if c["sim_from_round"] == 0 else "ours"
+        return f"{c['method']} + constraint"
     return c["method"]
 
 
@@ -71,7 +73,15 @@ def ablation_configs(preset_name: str, dataset: str, seed: int = 0) -> list[Conf
     cfgs += [ours.replace(sim_variant="distribution"), ours.replace(sim_scope="new"),
              ours.replace(sim_from_round=0), ours.replace(sim_sample_rows=ABLATION_SAMPLE_ROWS[preset_name]),
              base.replace(method="random", lambda_sim=DEFAULT_LAMBDA_SIM)]
+    cfgs += firefly_variant_configs(base)
     return list(dict.fromkeys(cfgs))  # the default lambda is also in the sweep
+
+
+def firefly_variant_configs(base: Config) -> list[Config]:
+    """Firefly with the project's first choices where the public code differs: scores at g = 0 (candidates off)
+    instead of with every candidate on, and no new-to-new weights."""
+    ff = base.replace(method="firefly", lambda_sim=0.0)
+    return [ff.replace(firefly_score_at="zero"), ff.replace(firefly_new_to_new=False)]
 
 
 STUDY_THREADS_PER_RUN = 1
@@ -151,18 +161,19 @@ def _start_order(cfg: Config) -> int:
     return {"firefly": 0, "ours": 1, "random": 2, "split": 2}.get(cfg.method, 3)
 
 
-def ensure(cfgs: list[Config], rdir: str, jobs: int = 1, log=print, train: bool = True, then=None) -> list[dict]:
+def ensure(cfgs: list[Config], rdir: str, jobs: int = 1, log=print, train: bool = True, then=None,
+           order=None) -> list[dict]:
     """Records of `cfgs` in order, followed by those of the configs `then(record)` names for each of them (e.g. a
     fixed network at the widths a Firefly run grew to), training the missing ones.
 
     Missing runs go to `jobs` processes (the cores split between them, unless a config sets num_threads) longest
     first, and a follow-up starts as soon as its parent is done, so one pool serves a whole study. With train=False
-    a missing record is an error."""
+    a missing record is an error. `order` (config -> int) overrides the start order of the missing runs."""
     then = then or (lambda record: [])
     cfgs = list(dict.fromkeys(cfgs))
     records = {c: load_cached(c, rdir) for c in cfgs}
     followups: dict[Config, list[Config]] = {}
-    pending = sorted((c for c in cfgs if records[c] is None), key=_start_order)
+    pending = sorted((c for c in cfgs if records[c] is None), key=order or _start_order)
 
     def finished(c: Config, record: dict) -> None:
         records[c] = record

@@ -6,6 +6,7 @@ optimiser state and the position, and a resumed run ends with exactly the metric
 """
 from __future__ import annotations
 
+import fractions
 import hashlib
 import math
 import os
@@ -58,11 +59,15 @@ def make_optimizer(model: nn.Module, cfg: Config) -> torch.optim.Optimizer:
 
 
 def lr_drop_epochs(cfg: Config) -> list[int]:
-    """0-indexed epochs of a round from which each lr drop applies: int(m * E) + lr_milestone_shift.
+    """0-indexed epochs of a round from which each lr drop applies.
 
-    With shift -1 this is Firefly's rule (decay after 1-indexed epoch E//2 - 1, ...: 79/40/41 epochs of 160);
-    like Firefly's loop, a drop that would apply from epoch 0 never fires."""
-    drops = [int(m * cfg.epochs_per_round) + cfg.lr_milestone_shift for m in cfg.lr_milestones]
+    A milestone p/q of a round of E epochs drops after 1-indexed epoch E // q * p + lr_milestone_shift: with
+    (1/2, 3/4) and shift -1 this is Firefly's E//2 - 1 and E//4*3 - 1 (FF:main.py:124-128), 79/40/41 epochs of 160.
+    Like Firefly's loop, a drop that would apply from epoch 0 never fires."""
+    drops = []
+    for m in cfg.lr_milestones:
+        frac = fractions.Fraction(m).limit_denominator(1000)
+        drops.append(cfg.epochs_per_round // frac.denominator * frac.numerator + cfg.lr_milestone_shift)
     return [d for d in drops if d >= 1]
 
 

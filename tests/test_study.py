@@ -59,3 +59,27 @@ def test_two_processes_train_a_shared_round0_once_and_fork_from_it(tmp_path):
     for a, b in zip(two, one):
         assert [e["train_loss"] for e in a["epochs"]] == [e["train_loss"] for e in b["epochs"]]
         assert a["final"] == b["final"]
+
+
+def test_fulldata_plan_sweeps_lambda_on_seeds_outside_the_main_table():
+    from replication import fulldata
+    from replication.config import FULLDATA
+    assert not set(fulldata.SWEEP_SEEDS) & (set(fulldata.MAIN_SEEDS) | set(fulldata.OTHER_SEEDS))
+    assert len(fulldata.MAIN_SEEDS) >= 5 and len(fulldata.OTHER_SEEDS) >= 3
+    assert FULLDATA.train_per_class is None and FULLDATA.test_per_class is None  # all 50,000 / 10,000 images
+    assert FULLDATA.firefly_candidate_images >= 100 * FULLDATA.firefly_candidate_batch_size  # >= 100 RMSprop steps
+    ours = fulldata.ours_configs(0.1)
+    assert {c.sim_from_round for c in ours} == {0, 1} and {c.seed for c in ours} == set(fulldata.MAIN_SEEDS)
+
+
+def test_fulldata_lambda_rule_takes_the_best_mean_and_breaks_ties_upwards():
+    from replication import fulldata
+
+    def rec(lam, acc, seed):
+        return {"config": {"lambda_sim": lam, "seed": seed}, "final": {"test_acc": acc}}
+    seeds = fulldata.SWEEP_SEEDS
+    accs = dict(zip(study.LAMBDA_SWEEP, (0.70, 0.72, 0.72, 0.71)))
+    records = [rec(lam, a, s) for lam, a in accs.items() for s in seeds]
+    assert fulldata.chosen_lambda(records) == study.LAMBDA_SWEEP[2]  # a tie between 1e-2 and 1e-1 goes up
+    with pytest.raises(ValueError, match="incomplete"):
+        fulldata.chosen_lambda(records[1:])

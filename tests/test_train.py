@@ -142,3 +142,10 @@ def test_round0_is_not_shared_when_it_differs(tiny_cfg):
     for change in ({"seed": 1}, {"lr": 0.05}, {"start_width": 6}, {"epochs_per_round": 2}, {"init": "kaiming"}):
         assert base.replace(**change).round0_key() != base.round0_key(), change
     assert base.replace(firefly_score_at="zero", grow_ratio=0.2).round0_key() == base.round0_key()
+
+
+@pytest.mark.parametrize("epochs,want", [(160, [79, 119]), (10, [4, 5]), (12, [5, 8]), (5, [1, 2]), (2, [])])
+def test_lr_drops_follow_firefly_integer_rule(epochs, want):
+    from replication.train import lr_drop_epochs
+    # Firefly decays after 1-indexed epochs E//2 - 1 and E//4*3 - 1; a drop "after epoch 0" never happens
+    assert lr_drop_epochs(SMOKE.replace(epochs_per_round=epochs)) == want
