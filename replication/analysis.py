@@ -14,7 +14,7 @@ import torch
 
 from . import corruptions, neurons
 from .adaptation import CONDITIONS, AdaptConfig, adapt
-from .results import cached_csv
+from .records import cached_csv
 from .train import evaluate, load_model
 
 SOURCE_IMAGES = 1000  # clean training images for the statistics and selections
@@ -28,6 +28,9 @@ PRUNE_SHARE = 0.10  # E2: bottom 10 % of every layer under each criterion
 
 
 ADAPT_METHODS = ("firefly", "ours")  # models adapted in E4
+# E4 adapts each model 7 x 5 times: on quick only the first seed's models, so that `make figures` fits 30 min on the
+# slower machines of this kind (docs/performance.md); other presets adapt every seed.
+ADAPT_SEEDS_PER_METHOD = {"quick": 1}
 
 
 def default_adapt_steps(preset_name: str) -> int:
@@ -50,9 +53,9 @@ def _key(records, what):
     return what + "|" + "|".join(sorted(r["config_key"] for r in records))
 
 
-def _per_model(fn, records, jobs, **shared) -> pd.DataFrame:
+def _per_model(fn, records, jobs, label, **shared) -> pd.DataFrame:
     from .study import map_processes
-    return pd.concat(map_processes(fn, records, jobs, shared), ignore_index=True)
+    return pd.concat(map_processes(fn, records, jobs, shared, label=f"{label}, models"), ignore_index=True)
 
 
 def _census_one(record, shared) -> pd.DataFrame:
@@ -67,7 +70,7 @@ def _census_one(record, shared) -> pd.DataFrame:
 def census(records, ds, rdir, jobs: int = 1) -> pd.DataFrame:
     """E1 (and the input of E2-E4): per-channel statistics of every model on clean training images."""
     return cached_csv(os.path.join(rdir, "neurons_stats.csv"), _key(records, "stats"),
-                      lambda: _per_model(_census_one, records, jobs, ds=ds, rdir=rdir))
+                      lambda: _per_model(_census_one, records, jobs, "E1 census", ds=ds, rdir=rdir))
 
 
 def census_table(stats: pd.DataFrame, by=("method",)) -> pd.DataFrame:
@@ -109,7 +112,8 @@ def _criteria_one(record, shared) -> pd.DataFrame:
 def criteria_overlap(records, ds, rdir, stats: pd.DataFrame, jobs: int = 1) -> pd.DataFrame:
     """E2: for each criterion, the hypo/hyper shares of its bottom PRUNE_SHARE channels per layer."""
     return cached_csv(os.path.join(rdir, "neurons_criteria.csv"), _key(records, "criteria"),
-                      lambda: _per_model(_criteria_one, records, jobs, ds=ds, rdir=rdir, stats=stats))
+                      lambda: _per_model(_criteria_one, records, jobs, "E2 pruning criteria", ds=ds, rdir=rdir,
+                                         stats=stats))
 
 
 def _random_like(rows: pd.DataFrame, stats: pd.DataFrame, seed: int) -> pd.DataFrame:
@@ -149,7 +153,7 @@ def removal(records, ds, rdir, stats: pd.DataFrame, jobs: int = 1) -> pd.DataFra
     """E3: accuracy with hypo, hyper, both, or an equal-size random set removed (zero- and mean-ablation)."""
     key = _key(records, f"removal|{REMOVAL_SEVERITY}|{REMOVAL_CLEAN_IMAGES}|{REMOVAL_CORRUPTED_IMAGES}")
     return cached_csv(os.path.join(rdir, "neurons_removal.csv"), key,
-                      lambda: _per_model(_removal_one, records, jobs, ds=ds, rdir=rdir, stats=stats))
+                      lambda: _per_model(_removal_one, records, jobs, "E3 removal", ds=ds, rdir=rdir, stats=stats))
 
 
 def _adaptation_one(record, shared) -> pd.DataFrame:
@@ -177,7 +181,8 @@ def adaptation(records, ds, rdir, stats: pd.DataFrame, cfg: AdaptConfig = AdaptC
     """E4: test error on each corruption family after each adaptation condition (same step budget)."""
     key = _key(records, f"adapt|{cfg}|{ADAPT_SEVERITY}|{ADAPT_IMAGES}|{ADAPT_EVAL_IMAGES}")
     return cached_csv(os.path.join(rdir, "neurons_adaptation.csv"), key,
-                      lambda: _per_model(_adaptation_one, records, jobs, ds=ds, rdir=rdir, stats=stats, cfg=cfg))
+                      lambda: _per_model(_adaptation_one, records, jobs, "E4 adaptation", ds=ds, rdir=rdir,
+                                         stats=stats, cfg=cfg))
 
 
 def neuron_records(preset_name: str, dataset: str, seeds=None, jobs: int = 1, root: str | None = None) -> list[dict]:
@@ -198,6 +203,9 @@ def neuron_study(preset_name: str, dataset: str, seeds=None, jobs: int = 1, root
     rdir = study.results_dir(preset_name, root or study.RESULTS_ROOT)
     stats = census(records, ds, rdir, jobs)
     adapt_records = [r for r in records if method_label(r["config"]) in adapt_methods]
+    if preset_name in ADAPT_SEEDS_PER_METHOD:
+        keep = sorted({r["config"]["seed"] for r in adapt_records})[:ADAPT_SEEDS_PER_METHOD[preset_name]]
+        adapt_records = [r for r in adapt_records if r["config"]["seed"] in keep]
     steps = adapt_steps if adapt_steps is not None else default_adapt_steps(preset_name)
     return {"records": records, "ds": ds, "stats": stats, "e2": criteria_overlap(records, ds, rdir, stats, jobs),
             "e3": removal(records, ds, rdir, stats, jobs),
@@ -213,12 +221,12 @@ def adaptation_table(df: pd.DataFrame) -> pd.DataFrame:
     table["mean over families"] = df.groupby("condition")["error (%)"].mean().reindex(CONDITIONS).map("{:.2f}".format)
     paired = df.pivot_table(index=["method", "seed", "family"], columns="condition", values="error (%)")
     diff = paired["hyper_hypo"] - paired["random_channels"]
-    from .results import _ci95
+    from .stats import ci95
     row = {}
     for family in corruptions.FAMILIES:
-        mean, half = _ci95(list(diff.xs(family, level="family").to_numpy()))
+        mean, half = ci95(list(diff.xs(family, level="family").to_numpy()))
         row[family] = f"{mean:+.2f} ± {half:.2f}"
-    mean, half = _ci95(list(diff.to_numpy()))
+    mean, half = ci95(list(diff.to_numpy()))
     row["mean over families"] = f"{mean:+.2f} ± {half:.2f}"
     table.loc["hyper_hypo − random_channels (95 % CI)"] = row
     return table.reset_index()

@@ -130,7 +130,7 @@ def metrics_study(preset_name: str, dataset: str, seed: int = 0, layer: int = -1
     import pandas as pd
 
     from .data import load_dataset
-    from .results import cached_csv
+    from .records import cached_csv
     from .study import RESULTS_ROOT, ensure, map_processes, results_dir
 
     n_images = n_images if n_images is not None else default_metric_images(preset_name)
@@ -143,7 +143,8 @@ def metrics_study(preset_name: str, dataset: str, seed: int = 0, layer: int = -1
         ds = load_dataset(next(iter(cfgs.values())))
         images = pick_images(ds.test_y, max(1, n_images // ds.num_classes))
         shared = {"ds": ds, "images": images, "rdir": rdir, "layer": layer}
-        return pd.concat(map_processes(_metrics_one, cfgs.items(), jobs, shared), ignore_index=True)
+        return pd.concat(map_processes(_metrics_one, cfgs.items(), jobs, shared, label="Grad-CAM metrics, models"),
+                         ignore_index=True)
     return cached_csv(os.path.join(rdir, f"cam_metrics_{dataset}.csv"), key, compute)
 
 
@@ -151,7 +152,7 @@ def cam_summary(metrics):
     """Mean ± std per method, and the per-image paired difference (second method - first) with a 95 % CI."""
     import pandas as pd
 
-    from .results import _ci95
+    from .stats import ci95
     methods = list(dict.fromkeys(metrics["method"]))
     cols = ["coverage", "confidence_change", "road"]
     rows = []
@@ -164,7 +165,7 @@ def cam_summary(metrics):
         b = metrics[metrics["method"] == methods[1]].set_index("image")
         row = {"method": f"{methods[1]} − {methods[0]} (95 % CI)", "images": len(a), "accuracy (%)": float("nan")}
         for c in cols:
-            mean, half = _ci95(list((b[c] - a[c]).to_numpy()))
+            mean, half = ci95(list((b[c] - a[c]).to_numpy()))
             row[c] = f"{mean:+.4f} ± {half:.4f}"
         rows.append(row)
     return pd.DataFrame(rows)

@@ -9,21 +9,28 @@ from .config import ARCHS, DATASETS, DEFAULT_LAMBDA_SIM, FIREFLY_START_WIDTH, ME
 
 
 def _parse_value(field: dataclasses.Field, text: str):
+    """A --set value as the field's type; a ValueError says what was expected."""
     if text.lower() == "none":
         return None
     kind = str(field.type)
     if "bool" in kind:
         if text.lower() not in ("true", "false", "1", "0"):
-            raise ValueError(f"{field.name} expects true/false, got {text!r}")
+            raise ValueError(f"expected true or false, got {text!r}")
         return text.lower() in ("true", "1")
-    if "tuple[int" in kind:
-        return tuple(int(v) for v in text.split(","))
-    if "tuple" in kind:
-        return tuple(float(v) for v in text.split(","))
-    if "int" in kind and "float" not in kind:
-        return int(text)
-    if "float" in kind:
-        return float(text)
+    try:
+        if "tuple[int" in kind:
+            return tuple(int(v) for v in text.split(","))
+        if "tuple" in kind:
+            return tuple(float(v) for v in text.split(","))
+        if "int" in kind and "float" not in kind:
+            return int(text)
+        if "float" in kind:
+            return float(text)
+    except ValueError:
+        want = "integers" if "tuple[int" in kind else "numbers" if "tuple" in kind else \
+            "an integer" if "float" not in kind else "a number"
+        raise ValueError(f"expected {want}{' separated by commas' if 'tuple' in kind else ''}, got {text!r}") \
+            from None
     return text
 
 
@@ -40,7 +47,10 @@ def config_from_args(args) -> Config:
         key, sep, value = item.partition("=")
         if not sep or key not in fields:
             raise ValueError(f"--set expects FIELD=VALUE with FIELD one of: {', '.join(fields)}; got {item!r}")
-        overrides[key] = _parse_value(fields[key], value)
+        try:
+            overrides[key] = _parse_value(fields[key], value)
+        except ValueError as exc:
+            raise ValueError(f"--set {key}={value}: {exc}") from None
     if overrides.get("method") == "ours" and "lambda_sim" not in overrides:
         overrides["lambda_sim"] = DEFAULT_LAMBDA_SIM
     if overrides.get("method") == "fixed" and "start_width" not in overrides and args.full_width:
@@ -105,17 +115,12 @@ def main(argv=None) -> int:
                 diff = {k: v for k, v in dataclasses.asdict(cfg).items() if base[k] != v}
                 print(f"{name}: {diff or 'the Firefly protocol'}")
             return 0
-        if args.command == "study" and args.preset == "fulldata":
-            from .fulldata import study as fulldata_study
-            fulldata_study(args.jobs)  # its own plan: seeds, the lambda sweep (replication/fulldata.py)
-            return 0
         if args.command == "study":
-            from .study import full_study
+            from .pipeline import full_study
             full_study(args.preset, args.seeds, args.jobs, args.datasets.split(","))
             return 0
         if args.command == "figures":
-            from .pipeline import run_notebooks
-            from .study import full_study
+            from .pipeline import full_study, run_notebooks
             full_study(args.preset, args.seeds, args.jobs, args.datasets.split(","))
             run_notebooks(args.preset, args.seeds, args.jobs)
             return 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
 from dataclasses import dataclass, field
 
@@ -22,6 +23,7 @@ SCORE_POINTS = ("full", "zero")
 NEW_DEPTHWISE = ("trained", "zero")
 # Firefly grows MobileNetV1 from 32 channels in every layer, VGG from 16 (FF:model.py:51-52, FF:main.py dim_hidden).
 FIREFLY_START_WIDTH = {"vgg11": 16, "vgg16": 16, "vgg19": 16, "mobilenetv1": 32}
+LAMBDA_SWEEP = (1e-3, 1e-2, 1e-1, 1.0)  # paper-facts.md: sweep {1e-3, 1e-2, 1e-1, 1}
 # lambda_sim of method "ours" unless set: chosen by the quick-preset sweep (docs/method.md, notebook 06).
 DEFAULT_LAMBDA_SIM = 1.0
 
@@ -122,6 +124,11 @@ class Config:
             value = getattr(self, name)
             if isinstance(value, list):
                 object.__setattr__(self, name, tuple(value))
+        for f in dataclasses.fields(self):  # NaN passes every "> 0" check silently (lambda_sim=nan would be "off")
+            value = getattr(self, f.name)
+            values = value if isinstance(value, tuple) else (value,)
+            if any(isinstance(v, float) and not math.isfinite(v) for v in values):
+                raise ValueError(f"{f.name} must be a finite number, got {value!r}")
         _check_choice("dataset", self.dataset, DATASETS)
         _check_choice("arch", self.arch, ARCHS)
         _check_choice("method", self.method, METHODS)
@@ -203,7 +210,7 @@ QUICK = dataclasses.replace(
     train_per_class=400,
     test_per_class=200,
     rounds=3,
-    epochs_per_round=5,
+    epochs_per_round=4,  # Firefly's lr rule: 1 / 1 / 2 epochs at 0.1 / 0.01 / 0.001
     firefly_candidate_images=512,
     eval_batch_size=1000,
     eval_every_epoch=False,  # evaluating 2,000 test images is ~20 % of a quick epoch; every number uses round ends

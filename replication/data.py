@@ -96,13 +96,54 @@ def _missing_message(name: str, root: str, missing: str) -> str:
             f"The data dir is set by --data-dir or the REPLICATION_DATA environment variable (now {root!r}).")
 
 
-def _read_batch(path: str, label_key: str, name: str, file: str) -> tuple[np.ndarray, np.ndarray]:
+class UnsafePickle(pickle.UnpicklingError):
+    pass
+
+
+# The only globals the CIFAR python files reference (protocol 2 from Python 2, or a re-pack from Python 3).
+_NUMPY_GLOBALS = {("numpy", "ndarray"), ("numpy.core.multiarray", "_reconstruct"),
+                  ("numpy._core.multiarray", "_reconstruct"), ("_codecs", "encode")}
+_DTYPES = {np.dtype(np.uint8), np.dtype(np.int64), np.dtype(np.int32)}  # pixels, and labels stored as arrays
+
+
+def _checked_dtype(*args, **kwargs):
+    dtype = np.dtype(*args, **kwargs)
+    if dtype not in _DTYPES:
+        raise UnsafePickle(f"an array of dtype {dtype}")
+    return dtype
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """Builds only dicts, lists, str, bytes, ints and numpy arrays of the official dtypes: any other global a
+    pickle asks for (os.system, say) is refused before anything is called."""
+
+    def find_class(self, module, name):
+        if (module, name) in _NUMPY_GLOBALS:
+            return super().find_class(module, name)
+        if (module, name) == ("numpy", "dtype"):
+            return _checked_dtype
+        raise UnsafePickle(f"{module}.{name}")
+
+
+def _unpickle(path: str, name: str):
     try:
         with open(path, "rb") as f:
-            entry = pickle.load(f, encoding="latin1")
+            return _CifarUnpickler(f, encoding="latin1").load()
+    except UnsafePickle as exc:
+        raise DataError(f"{path} is not an official {name} file: its pickle asks for {exc}, which the official "
+                        f"files never contain. Refused; nothing in it was run. Delete {os.path.dirname(path)} and "
+                        f"fetch {name} again (--download).") from None
+    except Exception as exc:  # truncated or otherwise unreadable
+        raise DataError(f"{path} is truncated or corrupted ({type(exc).__name__}: {exc}).\n"
+                        f"Delete {os.path.dirname(path)} and fetch {name} again (--download).") from None
+
+
+def _read_batch(path: str, label_key: str, name: str, file: str) -> tuple[np.ndarray, np.ndarray]:
+    entry = _unpickle(path, name)
+    try:
         x = np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
         y = np.asarray(entry[label_key], dtype=np.int64)
-    except Exception as exc:  # any unpickling/shape failure means the file is damaged
+    except Exception as exc:  # a wrong structure or shape means the file is damaged
         raise DataError(f"{path} is truncated or corrupted ({type(exc).__name__}: {exc}).\n"
                         f"Delete {os.path.dirname(path)} and fetch {name} again (--download).") from None
     if len(x) != len(y):
@@ -165,8 +206,12 @@ def load_cifar(name: str, root: str, download: bool = False, verify: bool = True
 
 def _read_classes(path: str, key: str, name: str) -> tuple[str, ...]:
     if os.path.isfile(path):
-        with open(path, "rb") as f:
-            return tuple(pickle.load(f, encoding="latin1")[key])
+        meta = _unpickle(path, name)
+        try:
+            return tuple(meta[key])
+        except Exception as exc:
+            raise DataError(f"{path} is truncated or corrupted ({type(exc).__name__}: {exc}). Delete it and fetch "
+                            f"{name} again (--download).") from None
     if name == "cifar10":
         return CIFAR10_CLASSES
     return tuple(f"class_{i}" for i in range(100))

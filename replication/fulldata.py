@@ -1,4 +1,4 @@
-"""The full-CIFAR-10 study (preset `fulldata`): its plan, the pre-registered choice of lambda, and its runner.
+"""The full-CIFAR-10 study (preset `fulldata`): its plan and the pre-registered choice of lambda.
 
 All 50,000 training and 10,000 test images, Firefly's VGG-19 from 16 channels and its protocol, shortened only in
 rounds, epochs per round and candidate passes (config.FULLDATA). The plan (issue 10):
@@ -8,13 +8,15 @@ rounds, epochs per round and candidate passes (config.FULLDATA). The plan (issue
 - lambda: swept on SWEEP_SEEDS, which are not in the main table, before any main-table run of ours. The rule was
   written down (here and in docs/method.md) before the sweep ran: **the lambda of LAMBDA_SWEEP with the highest
   mean last-epoch top-1 over the sweep seeds; an exact tie goes to the larger lambda.** Firefly is not needed by
-  the rule and is not trained on the sweep seeds.
+  the rule and is not trained on the sweep seeds;
+- ablation: Firefly scored as this project first did (g = 0, candidates off) on the first main seed.
 
 Every growing run of one seed (not the constraint-from-round-0 one) forks from one shared round 0 (train.run).
+`study.fulldata_study` trains the plan.
 """
 from __future__ import annotations
 
-from .study import LAMBDA_SWEEP, RESULTS_ROOT, base_config, ensure, fixed_at_final_widths, results_dir
+from .config import LAMBDA_SWEEP, Config
 
 PRESET = "fulldata"
 MAIN_SEEDS = (0, 1, 2, 3, 4)  # >= 5 paired seeds for Firefly and the two rows of ours
@@ -22,12 +24,8 @@ OTHER_SEEDS = (0, 1, 2)  # >= 3 for the other rows
 SWEEP_SEEDS = (100,)  # one seed: the budget of a 10-hour CPU study (docs/performance.md)
 
 
-def _base():
-    return base_config(PRESET, "cifar10")
-
-
-def sweep_configs():
-    return [_base().replace(method="ours", lambda_sim=lam, seed=s) for s in SWEEP_SEEDS for lam in LAMBDA_SWEEP]
+def sweep_configs(base: Config) -> list[Config]:
+    return [base.replace(method="ours", lambda_sim=lam, seed=s) for s in SWEEP_SEEDS for lam in LAMBDA_SWEEP]
 
 
 def chosen_lambda(sweep_records: list[dict]) -> float:
@@ -40,42 +38,28 @@ def chosen_lambda(sweep_records: list[dict]) -> float:
     return max(accs, key=lambda lam: (sum(accs[lam]) / len(accs[lam]), lam))
 
 
-def independent_configs():
+def independent_configs(base: Config) -> list[Config]:
     """Runs that do not depend on lambda: Firefly, random growth and the fixed compact net."""
-    base = _base()
     return ([base.replace(method="firefly", seed=s) for s in MAIN_SEEDS]
             + [base.replace(method=m, seed=s) for s in OTHER_SEEDS for m in ("random", "fixed")])
 
 
-def ours_configs(lambda_sim: float):
-    ours = _base().replace(method="ours", lambda_sim=lambda_sim)
+def ours_configs(base: Config, lambda_sim: float) -> list[Config]:
+    ours = base.replace(method="ours", lambda_sim=lambda_sim)
     return [c.replace(seed=s) for s in MAIN_SEEDS for c in (ours, ours.replace(sim_from_round=0))]
 
 
-def ablation_configs():
-    """Firefly scored as this project first did (g = 0, candidates off), on the first seed: the split/new mix and
-    accuracy each scoring point gives, after lambda-dependent runs (lowest priority)."""
-    return [_base().replace(method="firefly", firefly_score_at="zero", seed=MAIN_SEEDS[0])]
+def ablation_configs(base: Config) -> list[Config]:
+    """Firefly scored at g = 0 (candidates off) on the first seed: accuracy and the split/new mix it selects."""
+    return [base.replace(method="firefly", firefly_score_at="zero", seed=MAIN_SEEDS[0])]
 
 
-def _then_fixed(record: dict):
+def wants_fixed_follow_up(record: dict) -> bool:
+    """A fixed net at Firefly's final widths follows the Firefly runs of OTHER_SEEDS."""
     cfg = record["config"]
-    return [fixed_at_final_widths(record)] if cfg["method"] == "firefly" and cfg["seed"] in OTHER_SEEDS else []
+    return cfg["method"] == "firefly" and cfg["firefly_score_at"] == "full" and cfg["seed"] in OTHER_SEEDS
 
 
-def _sweep_first(cfg) -> int:
+def start_order(cfg: Config) -> int:
+    """The sweep first (its lambda unblocks ours), then the longest runs."""
     return 0 if cfg.seed in SWEEP_SEEDS else {"firefly": 1, "ours": 2, "random": 3}.get(cfg.method, 4)
-
-
-def study(jobs: int = 2, root: str = RESULTS_ROOT, log=print, train: bool = True) -> dict:
-    """Train what is missing, sweep first (its lambda unblocks ours), and return the records by part:
-    {"sweep", "lambda_sim", "main"}. With train=False a missing run is an error."""
-    rdir = results_dir(PRESET, root)
-    first = sweep_configs() + independent_configs()
-    records = ensure(first, rdir, jobs, log, train, then=_then_fixed, order=_sweep_first)
-    sweep, rest = records[:len(SWEEP_SEEDS) * len(LAMBDA_SWEEP)], records[len(SWEEP_SEEDS) * len(LAMBDA_SWEEP):]
-    lam = chosen_lambda(sweep)
-    log(f"lambda_sim chosen by the pre-registered rule on seeds {SWEEP_SEEDS}: {lam:g}")
-    main = rest + ensure(ours_configs(lam), rdir, jobs, log, train)
-    return {"sweep": sweep, "lambda_sim": lam, "main": main,
-            "ablations": ensure(ablation_configs(), rdir, jobs, log, train)}

@@ -1,11 +1,15 @@
-"""`make figures`: execute every notebook with papermill into build/notebooks/<preset>/ (kept as build output)."""
+"""`make results` / `make figures`: train every run a preset's tables need, compute the analyses, then execute every
+notebook with papermill into build/notebooks/<preset>/ (kept as build output). The top layer: it may use all others.
+"""
 from __future__ import annotations
 
 import glob
 import os
 import time
 
-from .results import REPO_ROOT
+from .records import REPO_ROOT
+from .study import (DEFAULT_SEEDS, RESULTS_ROOT, ablation_configs, base_config, ensure, from_round0_configs,
+                    fulldata_study, main_configs, results_dir, then_fixed_at_final_widths)
 
 
 def run_notebooks(preset_name: str, seeds=None, jobs: int = 2, log=print) -> list[str]:
@@ -28,3 +32,38 @@ def run_notebooks(preset_name: str, seeds=None, jobs: int = 2, log=print) -> lis
         log(f"[figures] {os.path.basename(path)} done in {time.perf_counter() - t0:.0f}s -> {out}")
         done.append(out)
     return done
+
+
+def dataset_available(preset_name: str, dataset: str) -> bool:
+    from .data import DataError, load_dataset
+    try:
+        load_dataset(base_config(preset_name, dataset))
+        return True
+    except DataError:
+        return False
+
+
+def full_study(preset_name: str, seeds=None, jobs: int = 1, datasets=("cifar10", "cifar100"),
+               root: str = RESULTS_ROOT, log=print) -> None:
+    """Every run the notebooks need, trained up front in one pool (progress in the terminal), then the analyses
+    the notebooks would otherwise compute (hyper/hypo E1-E4, Grad-CAM metrics), so that they only render."""
+    if preset_name == "fulldata":  # its own plan: seeds, the lambda sweep (replication/fulldata.py)
+        fulldata_study(jobs, root, log)
+        return
+    seeds = tuple(seeds) if seeds else DEFAULT_SEEDS[preset_name]
+    cfgs = []
+    available = []
+    for ds in datasets:
+        if not dataset_available(preset_name, ds):
+            log(f"{ds}: data not found in the data dir; its table is skipped (README 'Data' says how to get it)")
+            continue
+        available.append(ds)
+        cfgs += main_configs(preset_name, ds, seeds)
+    if "cifar10" in available:
+        cfgs += ablation_configs(preset_name, "cifar10") + from_round0_configs(preset_name, "cifar10", seeds)
+    ensure(cfgs, results_dir(preset_name, root), jobs, log, then=then_fixed_at_final_widths)
+    if "cifar10" in available:
+        from . import analysis, cam  # grad-cam's import takes seconds: only when the analyses run
+        log("analyses: Grad-CAM metrics, hyper/hypo neurons E1-E4 ...")
+        cam.metrics_study(preset_name, "cifar10", jobs=jobs, root=root)
+        analysis.neuron_study(preset_name, "cifar10", seeds, jobs=jobs, root=root)

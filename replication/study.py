@@ -10,14 +10,14 @@ import functools
 import multiprocessing as mp
 import os
 
-from .config import DEFAULT_LAMBDA_SIM, Config, preset
-from .results import REPO_ROOT, load_cached
+from . import fulldata
+from .config import DEFAULT_LAMBDA_SIM, LAMBDA_SWEEP, Config, preset
+from .records import REPO_ROOT, load_cached
 
 RESULTS_ROOT = os.path.join(REPO_ROOT, "results")
 
 # Seeds per preset: CPU presets use fewer; the paper protocol asks for >= 3 (paper-facts.md, "metric").
 DEFAULT_SEEDS = {"smoke": (0, 1), "quick": (0, 1, 2), "paper": (0, 1, 2)}
-LAMBDA_SWEEP = (1e-3, 1e-2, 1e-1, 1.0)  # paper-facts.md: sweep {1e-3, 1e-2, 1e-1, 1}
 # Rows per layer of the row-sampled constraint's ablation (our choice): a third to a half of a typical layer's
 # rows on the CPU presets (smoke widths 4-7, quick 16-42), the size make bench times at full widths for `paper`.
 ABLATION_SAMPLE_ROWS = {"smoke": 2, "quick": 8, "paper": 32}
@@ -73,7 +73,8 @@ def ablation_configs(preset_name: str, dataset: str, seed: int = 0) -> list[Conf
     cfgs += [ours.replace(sim_variant="distribution"), ours.replace(sim_scope="new"),
              ours.replace(sim_from_round=0), ours.replace(sim_sample_rows=ABLATION_SAMPLE_ROWS[preset_name]),
              base.replace(method="random", lambda_sim=DEFAULT_LAMBDA_SIM)]
-    cfgs += firefly_variant_configs(base)
+    if preset_name != "quick":  # quick's 4-batch candidate passes make scoring variants noise (fulldata has one)
+        cfgs += firefly_variant_configs(base)
     return list(dict.fromkeys(cfgs))  # the default lambda is also in the sweep
 
 
@@ -100,25 +101,41 @@ def _call_shared(fn, item):
     return fn(item, _SHARED)
 
 
-def map_processes(fn, items, jobs: int, shared=None) -> list:
+def map_processes(fn, items, jobs: int, shared=None, label: str | None = None, log=print) -> list:
     """[fn(item, shared) for item in items] in `jobs` spawned processes of one thread each (in this process when
     jobs is 1, also on one thread: results must not depend on the core count). `fn` must be a module-level
-    function; `shared` (e.g. the data set) is sent once per worker, not once per item."""
+    function; `shared` (e.g. the data set) is sent once per worker, not once per item. With a `label`, one line
+    per finished item says how far it is."""
+    import time
+
     import torch
     items = list(items)
     cores = os.cpu_count() or 1
     jobs = max(1, min(jobs, len(items), cores))
+    t0 = time.perf_counter()
+
+    def done(i):
+        if label:
+            log(f"  {label}: {i + 1}/{len(items)} done ({time.perf_counter() - t0:.0f} s)")
+    out = []
     if jobs == 1:
         before = torch.get_num_threads()
         torch.set_num_threads(STUDY_THREADS_PER_RUN)
         try:
-            return [fn(item, shared) for item in items]
+            for i, item in enumerate(items):
+                out.append(fn(item, shared))
+                done(i)
         finally:
             torch.set_num_threads(before)
+        return out
     ctx = mp.get_context("spawn")
     with cf.ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_init_worker,
                                 initargs=(STUDY_THREADS_PER_RUN, shared)) as pool:
-        return list(pool.map(functools.partial(_call_shared, fn), items))
+        futures = [pool.submit(_call_shared, fn, item) for item in items]
+        for i, fut in enumerate(futures):
+            out.append(fut.result())
+            done(i)
+    return out
 
 
 def from_round0_configs(preset_name: str, dataset: str, seeds=None) -> list[Config]:
@@ -233,16 +250,21 @@ def ensure(cfgs: list[Config], rdir: str, jobs: int = 1, log=print, train: bool 
     return [records[c] for c in cfgs] + [records[f] for f in dict.fromkeys(extra)]
 
 
-def _then_fixed_at_final_widths(record: dict) -> list[Config]:
-    return [fixed_at_final_widths(record)] if record["config"]["method"] == "firefly" else []
+def then_fixed_at_final_widths(record: dict) -> list[Config]:
+    """The fixed net at the final widths of each default Firefly run (not of its scoring ablations)."""
+    c = record["config"]
+    default = c["method"] == "firefly" and c["firefly_score_at"] == "full" and c["firefly_new_to_new"]
+    return [fixed_at_final_widths(record)] if default else []
 
 
 def main_study(preset_name: str, dataset: str, seeds=None, jobs: int = 1, root: str = RESULTS_ROOT,
                log=print, train: bool = True) -> list[dict]:
     """The main table's runs, then one fixed network per Firefly run at its final widths."""
+    if preset_name == fulldata.PRESET:
+        return fulldata_study(jobs, root, log, train)["main"]
     seeds = tuple(seeds) if seeds else DEFAULT_SEEDS[preset_name]
     return ensure(main_configs(preset_name, dataset, seeds), results_dir(preset_name, root), jobs, log, train,
-                  then=_then_fixed_at_final_widths)
+                  then=then_fixed_at_final_widths)
 
 
 def ablation_study(preset_name: str, dataset: str = "cifar10", jobs: int = 1, root: str = RESULTS_ROOT,
@@ -258,33 +280,20 @@ def from_round0_study(preset_name: str, dataset: str = "cifar10", seeds=None, jo
     return ensure(from_round0_configs(preset_name, dataset, seeds), results_dir(preset_name, root), jobs, log, train)
 
 
-def dataset_available(preset_name: str, dataset: str) -> bool:
-    from .data import DataError, load_dataset
-    try:
-        load_dataset(base_config(preset_name, dataset))
-        return True
-    except DataError:
-        return False
+def fulldata_study(jobs: int = 2, root: str = RESULTS_ROOT, log=print, train: bool = True) -> dict:
+    """The full-data study (replication/fulldata.py): train what is missing, the lambda sweep first (its lambda
+    unblocks ours), and return the records by part: {"sweep", "lambda_sim", "main", "ablations"}. With train=False
+    a missing run is an error."""
+    rdir = results_dir(fulldata.PRESET, root)
+    base = base_config(fulldata.PRESET, "cifar10")
+    sweep = fulldata.sweep_configs(base)
 
-
-def full_study(preset_name: str, seeds=None, jobs: int = 1, datasets=("cifar10", "cifar100"),
-               root: str = RESULTS_ROOT, log=print) -> None:
-    """Every run the notebooks need, trained up front in one pool (progress in the terminal), then the analyses
-    the notebooks would otherwise compute (hyper/hypo E1-E4, Grad-CAM metrics), so that they only render."""
-    seeds = tuple(seeds) if seeds else DEFAULT_SEEDS[preset_name]
-    cfgs = []
-    available = []
-    for ds in datasets:
-        if not dataset_available(preset_name, ds):
-            log(f"{ds}: data not found in the data dir; its table is skipped (README 'Data' says how to get it)")
-            continue
-        available.append(ds)
-        cfgs += main_configs(preset_name, ds, seeds)
-    if "cifar10" in available:
-        cfgs += ablation_configs(preset_name, "cifar10") + from_round0_configs(preset_name, "cifar10", seeds)
-    ensure(cfgs, results_dir(preset_name, root), jobs, log, then=_then_fixed_at_final_widths)
-    if "cifar10" in available:
-        from . import analysis, cam
-        log("analyses: Grad-CAM metrics, hyper/hypo neurons E1-E4 ...")
-        cam.metrics_study(preset_name, "cifar10", jobs=jobs, root=root)
-        analysis.neuron_study(preset_name, "cifar10", seeds, jobs=jobs, root=root)
+    def then(record):
+        return [fixed_at_final_widths(record)] if fulldata.wants_fixed_follow_up(record) else []
+    records = ensure(sweep + fulldata.independent_configs(base), rdir, jobs, log, train, then=then,
+                     order=fulldata.start_order)
+    lam = fulldata.chosen_lambda(records[:len(sweep)])
+    log(f"lambda_sim chosen by the pre-registered rule on seeds {fulldata.SWEEP_SEEDS}: {lam:g}")
+    main = records[len(sweep):] + ensure(fulldata.ours_configs(base, lam), rdir, jobs, log, train)
+    return {"sweep": records[:len(sweep)], "lambda_sim": lam, "main": main,
+            "ablations": ensure(fulldata.ablation_configs(base), rdir, jobs, log, train)}

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from . import data as data_mod
-from . import results as res
+from . import records as res
 from .config import Config
 from .growth import carry_optimizer_state, snapshot_params
 from .models import build_model, count_flops, count_params, initial_widths, widths_of
@@ -149,7 +149,8 @@ def _atomic_save(obj, path: str) -> None:
 
 def load_model(cfg: Config, results_dir: str, num_classes: int, device="cpu") -> nn.Module:
     """The trained (grown) model of a finished run, rebuilt from its stored widths."""
-    state = torch.load(model_path(cfg, results_dir), map_location=device, weights_only=True)
+    path = model_path(cfg, results_dir)
+    state = res.load_state(path, f"delete it and {res.run_path(cfg, results_dir)} to train that run again", device)
     if state["config_key"] != cfg.key():
         raise CheckpointMismatch(f"{model_path(cfg, results_dir)} belongs to another config")
     model = build_model(cfg.arch, state["widths"], num_classes).to(device)
@@ -180,7 +181,7 @@ def run(cfg: Config, results_dir: str = "results", device: str | torch.device = 
     ckpt, shared = checkpoint_path(cfg, results_dir), round0_path(cfg, results_dir)
     state = None
     if resume and os.path.isfile(ckpt):
-        state = torch.load(ckpt, map_location=device, weights_only=True)
+        state = res.load_state(ckpt, "delete it, or rerun with --no-resume, to start that run afresh", device)
         if state["config_key"] != cfg.key():
             raise CheckpointMismatch(f"{ckpt} was written by a different config (key {state['config_key']}, "
                                      f"this run {cfg.key()}); delete it or change --results-dir")
@@ -188,7 +189,7 @@ def run(cfg: Config, results_dir: str = "results", device: str | torch.device = 
     elif resume and shared and os.path.isfile(shared):
         # Fork: round 0 is identical for every run sharing the key, so continue from its stored end state exactly
         # as a resumed run would; only the record's identity changes.
-        state = torch.load(shared, map_location=device, weights_only=True)
+        state = res.load_state(shared, "delete it: the next run of that seed trains round 0 again", device)
         if state["round0_key"] != cfg.round0_key():
             raise CheckpointMismatch(f"{shared} was written for another round 0; delete it")
         state["record"].update(name=record["name"], config_key=record["config_key"], config=record["config"],

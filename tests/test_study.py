@@ -18,13 +18,13 @@ def test_ensure_starts_longest_runs_first_and_trains_follow_ups(tmp_path):
     cfgs = [SMOKE.replace(method=m, seed=0) for m in ("fixed", "random", "firefly")]
     assert sorted(cfgs, key=study._start_order)[0].method == "firefly"  # its follow-up waits for it
     trained = []
-    recs = study.ensure(cfgs, str(tmp_path), jobs=1, log=trained.append, then=study._then_fixed_at_final_widths)
+    recs = study.ensure(cfgs, str(tmp_path), jobs=1, log=trained.append, then=study.then_fixed_at_final_widths)
     assert [r["config"]["method"] for r in recs] == ["fixed", "random", "firefly", "fixed"]
     grown = recs[2]["final"]["widths"]
     assert grown != [SMOKE.start_width] * len(grown) and recs[3]["config"]["widths"] == grown
     assert recs[3]["config"]["start_width"] is None and recs[3]["final"]["widths"] == grown
     # Everything is cached now: the same call, not allowed to train, returns the same records.
-    again = study.ensure(cfgs, str(tmp_path), jobs=1, train=False, then=study._then_fixed_at_final_widths)
+    again = study.ensure(cfgs, str(tmp_path), jobs=1, train=False, then=study.then_fixed_at_final_widths)
     assert [r["config_key"] for r in again] == [r["config_key"] for r in recs]
     with pytest.raises(FileNotFoundError, match="missing"):
         study.ensure([SMOKE.replace(seed=5)], str(tmp_path), train=False)
@@ -68,7 +68,7 @@ def test_fulldata_plan_sweeps_lambda_on_seeds_outside_the_main_table():
     assert len(fulldata.MAIN_SEEDS) >= 5 and len(fulldata.OTHER_SEEDS) >= 3
     assert FULLDATA.train_per_class is None and FULLDATA.test_per_class is None  # all 50,000 / 10,000 images
     assert FULLDATA.firefly_candidate_images >= 100 * FULLDATA.firefly_candidate_batch_size  # >= 100 RMSprop steps
-    ours = fulldata.ours_configs(0.1)
+    ours = fulldata.ours_configs(study.base_config("fulldata", "cifar10"), 0.1)
     assert {c.sim_from_round for c in ours} == {0, 1} and {c.seed for c in ours} == set(fulldata.MAIN_SEEDS)
 
 
@@ -78,8 +78,8 @@ def test_fulldata_lambda_rule_takes_the_best_mean_and_breaks_ties_upwards():
     def rec(lam, acc, seed):
         return {"config": {"lambda_sim": lam, "seed": seed}, "final": {"test_acc": acc}}
     seeds = fulldata.SWEEP_SEEDS
-    accs = dict(zip(study.LAMBDA_SWEEP, (0.70, 0.72, 0.72, 0.71)))
+    accs = dict(zip(fulldata.LAMBDA_SWEEP, (0.70, 0.72, 0.72, 0.71)))
     records = [rec(lam, a, s) for lam, a in accs.items() for s in seeds]
-    assert fulldata.chosen_lambda(records) == study.LAMBDA_SWEEP[2]  # a tie between 1e-2 and 1e-1 goes up
+    assert fulldata.chosen_lambda(records) == fulldata.LAMBDA_SWEEP[2]  # a tie between 1e-2 and 1e-1 goes up
     with pytest.raises(ValueError, match="incomplete"):
         fulldata.chosen_lambda(records[1:])

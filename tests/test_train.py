@@ -5,7 +5,7 @@ import pytest
 
 from replication import cli
 from replication.config import SMOKE
-from replication.results import load_cached, run_path
+from replication.records import load_cached, run_path
 from replication.train import TrainingDiverged, checkpoint_path, load_model, lr_at, run
 
 

@@ -1,103 +1,11 @@
-"""Run records on disk: atomic JSON writes, provenance stamps, the cache lookup, and tidy tables of many runs.
-
-A run's record lives at `<results_dir>/runs/<config name>.json`; the name ends with the config's hash, so a record
-whose stored key equals the config's key is the same experiment and is reused instead of recomputed.
-"""
+"""Tables rendered only from run records: Markdown + CSV + LaTeX files and the README's results sections."""
 from __future__ import annotations
 
-import datetime as dt
-import glob
-import json
 import os
-import platform
-import subprocess
-import tempfile
 
-import torch
-
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def atomic_write_text(path: str, text: str) -> None:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def write_json(path: str, obj) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=1, sort_keys=False, default=_jsonable) + "\n")
-
-
-def _jsonable(o):
-    if isinstance(o, tuple):
-        return list(o)
-    if torch.is_tensor(o):
-        return o.tolist()
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
-
-
-def git_state() -> dict:
-    def git(*args):
-        return subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10)
-    try:
-        sha = git("rev-parse", "HEAD")
-        dirty = git("status", "--porcelain", "--untracked-files=no")
-        return {"git_sha": sha.stdout.strip() or None, "git_dirty": bool(dirty.stdout.strip())}
-    except (OSError, subprocess.SubprocessError):
-        return {"git_sha": None, "git_dirty": None}
-
-
-def versions() -> dict:
-    import numpy
-    out = {"python": platform.python_version(), "torch": torch.__version__, "numpy": numpy.__version__}
-    try:
-        import torchvision
-        out["torchvision"] = torchvision.__version__
-    except Exception:  # torchvision is optional for training; record that it was unusable
-        out["torchvision"] = None
-    return out
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
-
-
-def provenance(device: torch.device) -> dict:
-    return {**git_state(), "versions": versions(), "device": device_name(device), "host": platform.node(),
-            "time_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
-
-
-def run_path(cfg, results_dir: str) -> str:
-    return os.path.join(results_dir, "runs", cfg.name() + ".json")
-
-
-def load_cached(cfg, results_dir: str) -> dict | None:
-    path = run_path(cfg, results_dir)
-    if not os.path.isfile(path):
-        return None
-    with open(path) as f:
-        rec = json.load(f)
-    return rec if rec.get("config_key") == cfg.key() and rec.get("status") == "complete" else None
-
-
-def load_runs(results_dir: str) -> list[dict]:
-    recs = []
-    for path in sorted(glob.glob(os.path.join(results_dir, "runs", "*.json"))):
-        with open(path) as f:
-            rec = json.load(f)
-        if rec.get("status") == "complete":
-            recs.append(rec)
-    return recs
+from .records import atomic_write_text
+from .stats import ci95
+from .study import method_label
 
 
 def runs_table(records: list[dict]):
@@ -123,25 +31,11 @@ METHOD_ORDER = ["fixed (compact)", "fixed (Firefly's final widths)", "fixed (ful
                 "ours", "ours (from round 0)"]
 
 
-def _ci95(values) -> tuple[float, float]:
-    """Mean and half-width of the 95 % t-interval (NaN half-width for a single value)."""
-    import math
-
-    from scipy import stats
-    n = len(values)
-    mean = sum(values) / n
-    if n < 2:
-        return mean, float("nan")
-    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
-    return mean, stats.t.ppf(0.975, n - 1) * sd / math.sqrt(n)
-
-
 def main_table(records: list[dict]):
     """Per method: final params, FLOPs, cumulative training FLOPs, top-1 mean +- std over seeds; and the paired
     difference ours - firefly (same seeds) with its 95 % CI."""
     import pandas as pd
 
-    from .study import method_label
     df = runs_table(records)
     df["method"] = [method_label(r["config"]) for r in records]
     rows = []
@@ -157,7 +51,7 @@ def main_table(records: list[dict]):
     common = sorted(set(ff.index) & set(ours.index))
     diff = None
     if common:
-        mean, half = _ci95([100 * (ours[s] - ff[s]) for s in common])
+        mean, half = ci95([100 * (ours[s] - ff[s]) for s in common])
         diff = {"seeds": len(common), "mean_pp": mean, "ci95_pp": half}
     return table, diff
 
@@ -212,14 +106,6 @@ def update_readme_section(readme_path: str, marker: str, body: str) -> bool:
     return new != text
 
 
-def figures_dir(preset_name: str) -> str:
-    return os.path.join(REPO_ROOT, "figures", preset_name)
-
-
-def tables_dir(preset_name: str) -> str:
-    return os.path.join(REPO_ROOT, "results", preset_name, "tables")
-
-
 def final_similarity(record: dict) -> dict:
     """Mean over layers of the final round's mean |C_sim| and near-duplicate share."""
     stats = [s for s in record["rounds"][-1]["similarity"] if "mean_abs" in s]
@@ -231,7 +117,6 @@ def ablation_table(records: list[dict]):
     """One row per ablation run: what differs from the default, accuracy, size and final similarity."""
     import pandas as pd
 
-    from .study import method_label
     rows = []
     for r in records:
         c = r["config"]
@@ -256,7 +141,6 @@ def variants_table(records: list[dict], reference: str = "firefly"):
     mean ± std, final mean |C_sim|, and the paired difference to `reference` over the seeds both have (95 % CI)."""
     import pandas as pd
 
-    from .study import method_label
 
     def label(c):
         return method_label(c) + (" (from round 0)" if c["method"] != "ours" and c["lambda_sim"] > 0
@@ -275,7 +159,7 @@ def variants_table(records: list[dict], reference: str = "firefly"):
         row = {"method": name, "seeds": len(values), "top-1 (%)": f"{mean:.2f} ± {sd:.2f}",
                "mean |C_sim|": sum(sim[name]) / len(sim[name])}
         if name != reference and common:
-            d_mean, half = _ci95([by_seed[s] - acc[reference][s] for s in common])
+            d_mean, half = ci95([by_seed[s] - acc[reference][s] for s in common])
             row[f"− {reference} (pp, 95 % CI)"] = f"{d_mean:+.2f} ± {half:.2f}"
         else:
             row[f"− {reference} (pp, 95 % CI)"] = "-"
@@ -287,19 +171,6 @@ def similarity_table(records: list[dict]):
     """Per method: final mean |C_sim| and near-duplicate share (means over layers, then over seeds)."""
     import pandas as pd
 
-    from .study import method_label
     df = pd.DataFrame([{"method": method_label(r["config"]), **final_similarity(r)} for r in records])
     order = [m for m in METHOD_ORDER if m in set(df["method"])]
     return df.groupby("method").mean().reindex(order).reset_index()
-
-
-def cached_csv(path: str, key: str, compute):
-    """Read `path` if its first line records `key`, else `compute()` a DataFrame and write it with that line."""
-    import pandas as pd
-    if os.path.isfile(path):
-        with open(path) as f:
-            if f.readline().strip() == f"# {key}":
-                return pd.read_csv(f)
-    table = compute()
-    atomic_write_text(path, f"# {key}\n" + table.to_csv(index=False, float_format="%.6g"))
-    return table
