@@ -9,7 +9,8 @@ import time
 
 from .records import REPO_ROOT
 from .study import (DEFAULT_SEEDS, RESULTS_ROOT, ablation_configs, base_config, ensure, from_round0_configs,
-                    fulldata_study, main_configs, results_dir, then_fixed_at_final_widths)
+                    dataset_available, fulldata_study, main_configs, results_dir,
+                    then_fixed_at_final_widths)
 
 
 def run_notebooks(preset_name: str, seeds=None, jobs: int = 2, log=print) -> list[str]:
@@ -32,15 +33,6 @@ def run_notebooks(preset_name: str, seeds=None, jobs: int = 2, log=print) -> lis
         log(f"[figures] {os.path.basename(path)} done in {time.perf_counter() - t0:.0f}s -> {out}")
         done.append(out)
     return done
-
-
-def dataset_available(preset_name: str, dataset: str) -> bool:
-    from .data import DataError, load_dataset
-    try:
-        load_dataset(base_config(preset_name, dataset))
-        return True
-    except DataError:
-        return False
 
 
 def full_study(preset_name: str, seeds=None, jobs: int = 1, datasets=("cifar10", "cifar100"),

@@ -280,6 +280,15 @@ def from_round0_study(preset_name: str, dataset: str = "cifar10", seeds=None, jo
     return ensure(from_round0_configs(preset_name, dataset, seeds), results_dir(preset_name, root), jobs, log, train)
 
 
+def dataset_available(preset_name: str, dataset: str) -> bool:
+    from .data import DataError, load_dataset
+    try:
+        load_dataset(base_config(preset_name, dataset))
+        return True
+    except DataError:
+        return False
+
+
 def fulldata_study(jobs: int = 2, root: str = RESULTS_ROOT, log=print, train: bool = True) -> dict:
     """The full-data study (replication/fulldata.py): train what is missing, the lambda sweep first (its lambda
     unblocks ours), and return the records by part: {"sweep", "lambda_sim", "main", "ablations"}. With train=False
