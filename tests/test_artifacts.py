@@ -3,14 +3,15 @@ import os
 
 import pytest
 
-from replication import records, study, tables
+from replication import study, tables
+from replication.records import REPO_ROOT, load_runs, tables_dir
 
 PRESET = "quick"
 RDIR = study.results_dir(PRESET)
 
 
 def _committed(name):
-    path = os.path.join(records.tables_dir(PRESET), name)
+    path = os.path.join(tables_dir(PRESET), name)
     if not os.path.isfile(path):
         pytest.fail(f"{path} is not committed: run `make figures` and commit results/ and figures/")
     return open(path).read()
@@ -20,7 +21,7 @@ def test_cifar10_table_and_readme_match_the_committed_runs():
     records = study.main_study(PRESET, "cifar10", train=False)
     table, caption, md = tables.render_main(records, "cifar10", PRESET)
     assert _committed("cifar10_main.md") == f"{caption}\n\n{table.to_markdown(index=False, floatfmt='.2f')}\n"
-    readme = open(os.path.join(records.REPO_ROOT, "README.md")).read()
+    readme = open(os.path.join(REPO_ROOT, "README.md")).read()
     section = readme.split("<!-- results-cifar10:start -->\n", 1)[1].split("\n<!-- results-cifar10:end -->", 1)[0]
     assert section == md.strip()
 
@@ -32,7 +33,7 @@ def test_ablation_table_matches_the_committed_runs():
 
 
 def test_every_committed_run_is_complete_and_stamped():
-    records = records.load_runs(RDIR)
+    records = load_runs(RDIR)
     assert len(records) >= 15
     for r in records:
         assert r["status"] == "complete" and r["provenance"]["versions"]["torch"]
