@@ -29,6 +29,10 @@ DEFAULT_LAMBDA_SIM = 1.0
 
 # Fields that only say where things live or how fast they run; they never change a number in the results.
 NON_RESULT_FIELDS = ("data_dir", "download", "verify_data", "num_threads", "progress")
+# Result fields added after run records were first committed (2026-11-30): omitted from the key at their default.
+# A new field goes here, with a default that reproduces the behaviour before it existed.
+KEY_OMITTED_AT_DEFAULT: tuple[str, ...] = ()
+
 # Fields that act only after the first round (growth, and the constraint when it starts at round 1): runs that differ
 # only in them train an identical round 0, which `train.run` computes once and forks from (`round0_key`).
 AFTER_ROUND0_FIELDS = ("method", "rounds", "grow_ratio", "split_noise", "rebuild_optimizer", "lambda_sim",
@@ -167,8 +171,15 @@ class Config:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}  # as JSON stores it
 
     def key(self) -> str:
-        """Short stable hash of every result-relevant field: equal keys mean the same experiment."""
-        blob = json.dumps(self.result_fields(), sort_keys=True, default=list)
+        """Short stable hash of every result-relevant field: equal keys mean the same experiment. A field added
+        after records were committed is left out while it has its default (KEY_OMITTED_AT_DEFAULT), so adding it
+        leaves every existing key, hence every committed record, valid (tests/test_config.py pins them)."""
+        fields = self.result_fields()
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        for name in KEY_OMITTED_AT_DEFAULT:
+            if fields[name] == defaults[name]:
+                del fields[name]
+        blob = json.dumps(fields, sort_keys=True, default=list)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
     def round0_key(self) -> str | None:

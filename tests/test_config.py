@@ -74,3 +74,30 @@ def test_mobilenet_starts_at_firefly_width_32_from_the_cli():
 def test_firefly_switches_reject_unknown_values(field, value):
     with pytest.raises(ValueError, match=field):
         SMOKE.replace(**{field: value})
+
+
+def test_every_committed_record_keeps_its_key():
+    """Adding a config field must not orphan committed records: each record's stored config still hashes to its
+    stored key (new fields at their default are left out of the key, config.KEY_OMITTED_AT_DEFAULT)."""
+    import glob
+    import json
+    import os
+
+    from replication.records import REPO_ROOT
+    paths = sorted(glob.glob(os.path.join(REPO_ROOT, "results", "*", "runs", "*.json")))
+    assert len(paths) >= 15
+    for path in paths:
+        rec = json.load(open(path))
+        assert Config.from_dict(rec["config"]).key() == rec["config_key"], path
+
+
+def test_a_field_at_its_default_can_be_left_out_of_the_key(monkeypatch):
+    from replication import config
+    base = SMOKE.key()
+    monkeypatch.setattr(config, "KEY_OMITTED_AT_DEFAULT", ("lr_milestone_shift",))
+    assert SMOKE.key() != base  # the field left the hash...
+    fields = {k: v for k, v in SMOKE.result_fields().items() if k != "lr_milestone_shift"}
+    import hashlib
+    import json
+    assert SMOKE.key() == hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:12]
+    assert SMOKE.replace(lr_milestone_shift=0).key() != SMOKE.key()  # ...and counts again when it differs
