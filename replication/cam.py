@@ -99,16 +99,40 @@ def cam_metrics(model: nn.Module, images_uint8: torch.Tensor, labels: torch.Tens
 
 
 def default_metric_images(preset_name: str) -> int:
-    return 100 if preset_name == "smoke" else 500  # >= 500 test images for the metrics table (issue 5)
+    """Test images per model: 300 on quick (times 3 seeds: 900 image pairs, in CPU minutes), else 500."""
+    return {"smoke": 100, "quick": 300}.get(preset_name, 500)
+
+
+# Layers whose maps are measured: the last conv (2x2 maps in VGG-19) everywhere; on fulldata and paper also the last
+# layer with 4x4 maps (issue 10), whose upsampled maps are less blocky.
+CAM_LAYERS = {"fulldata": ("last", "last 4x4"), "paper": ("last", "last 4x4")}
+
+
+def resolve_layer(model: nn.Module, layer: str | int) -> int:
+    """A unit index: an int as given, "last" = -1, "last 4x4" = the last unit whose maps are 4x4 at 32x32 input."""
+    if isinstance(layer, int):
+        return layer
+    if layer == "last":
+        return -1
+    if layer == "last 4x4":
+        sizes = []
+        hooks = [u.output.register_forward_hook(lambda m, i, o: sizes.append(o.shape[-1])) for u in model.units()]
+        try:
+            with torch.no_grad():
+                model.eval()(torch.zeros(1, 3, 32, 32, device=next(model.parameters()).device))
+        finally:
+            for h in hooks:
+                h.remove()
+        return max(i for i, size in enumerate(sizes) if size == 4)
+    raise ValueError(f"unknown CAM layer {layer!r}; valid: an int, 'last', 'last 4x4'")
 
 
 def compared_configs(preset_name: str, dataset: str, seed: int = 0) -> dict:
     """The two runs the paper's Fig. 1(b) compares: Firefly and ours (Firefly + the constraint), same seed."""
-    from .config import DEFAULT_LAMBDA_SIM
-    from .study import base_config
+    from .study import base_config, ours_lambda
     base = base_config(preset_name, dataset).replace(seed=seed)
     return {"Firefly": base.replace(method="firefly"),
-            "ours": base.replace(method="ours", lambda_sim=DEFAULT_LAMBDA_SIM)}
+            "ours": base.replace(method="ours", lambda_sim=ours_lambda(preset_name))}
 
 
 def _metrics_one(item, shared):
@@ -116,56 +140,74 @@ def _metrics_one(item, shared):
     name, cfg = item
     ds, idx = shared["ds"], shared["images"]
     model = load_model(cfg, shared["rdir"], ds.num_classes)
-    m = cam_metrics(model, ds.test_x[idx], ds.test_y[idx], shared["layer"])
-    m.insert(0, "method", name)
-    m["image"] = idx.numpy()
-    return m
+    frames = []
+    for layer in shared["layers"]:
+        unit = resolve_layer(model, layer)
+        m = cam_metrics(model, ds.test_x[idx], ds.test_y[idx], unit)
+        m.insert(0, "layer", f"{layer} ({model.units()[unit].name})")
+        m.insert(0, "seed", cfg.seed)
+        m.insert(0, "method", name)
+        m["image"] = idx.numpy()
+        frames.append(m)
+    import pandas as pd
+    return pd.concat(frames, ignore_index=True)
 
 
-def metrics_study(preset_name: str, dataset: str, seed: int = 0, layer: int = -1, n_images: int | None = None,
+def metrics_study(preset_name: str, dataset: str, seeds=None, layers=None, n_images: int | None = None,
                   jobs: int = 1, root: str | None = None):
-    """Per-image CAM metrics of Firefly and ours on the same fixed test images covering all classes, one process
-    per model, cached in a CSV whose first line records what produced it (config keys, layer, image count, ROAD
-    noise seed)."""
+    """Per-image CAM metrics of Firefly and ours of every seed, at each layer, on the same fixed test images
+    covering all classes; one process per model, cached in a CSV whose first line records what produced it
+    (config keys, layers, image count, ROAD noise seed)."""
     import pandas as pd
 
     from .data import load_dataset
     from .records import cached_csv
-    from .study import RESULTS_ROOT, ensure, map_processes, results_dir
+    from .study import RESULTS_ROOT, cam_seeds, ensure, map_processes, results_dir
 
     n_images = n_images if n_images is not None else default_metric_images(preset_name)
-    cfgs = compared_configs(preset_name, dataset, seed)
+    layers = tuple(layers) if layers else CAM_LAYERS.get(preset_name, ("last",))
+    items = [(name, cfg) for s in (tuple(seeds) if seeds else cam_seeds(preset_name))
+             for name, cfg in compared_configs(preset_name, dataset, s).items()]
     rdir = results_dir(preset_name, root or RESULTS_ROOT)
-    key = "|".join([c.key() for c in cfgs.values()] + [str(layer), str(n_images), f"road_seed={ROAD_NOISE_SEED}"])
+    key = "|".join([c.key() for _, c in items] + [str(layers), str(n_images), f"road_seed={ROAD_NOISE_SEED}"])
 
     def compute():
-        ensure(list(cfgs.values()), rdir, jobs)
-        ds = load_dataset(next(iter(cfgs.values())))
+        ensure([c for _, c in items], rdir, jobs)
+        ds = load_dataset(items[0][1])
         images = pick_images(ds.test_y, max(1, n_images // ds.num_classes))
-        shared = {"ds": ds, "images": images, "rdir": rdir, "layer": layer}
-        return pd.concat(map_processes(_metrics_one, cfgs.items(), jobs, shared, label="Grad-CAM metrics, models"),
+        shared = {"ds": ds, "images": images, "rdir": rdir, "layers": layers}
+        return pd.concat(map_processes(_metrics_one, items, jobs, shared, label="Grad-CAM metrics, models"),
                          ignore_index=True)
     return cached_csv(os.path.join(rdir, f"cam_metrics_{dataset}.csv"), key, compute)
 
 
 def cam_summary(metrics):
-    """Mean ± std per method, and the per-image paired difference (second method - first) with a 95 % CI."""
+    """Per layer: mean ± std per method (over images and seeds), and ours − Firefly: the mean over seeds of each
+    seed's mean per-image difference, with a 95 % CI **over seeds** (the unit that varies between reruns); with a
+    single seed the CI is over images and says nothing about seed-to-seed variation."""
     import pandas as pd
 
     from .stats import ci95
-    methods = list(dict.fromkeys(metrics["method"]))
     cols = ["coverage", "confidence_change", "road"]
     rows = []
-    for m in methods:
-        g = metrics[metrics["method"] == m]
-        rows.append({"method": m, "images": len(g), "accuracy (%)": 100 * g["correct"].mean(),
-                     **{c: f"{g[c].mean():.4f} ± {g[c].std(ddof=1):.4f}" for c in cols}})
-    if len(methods) == 2:
-        a = metrics[metrics["method"] == methods[0]].set_index("image")
-        b = metrics[metrics["method"] == methods[1]].set_index("image")
-        row = {"method": f"{methods[1]} − {methods[0]} (95 % CI)", "images": len(a), "accuracy (%)": float("nan")}
+    for layer, by_layer in metrics.groupby("layer", sort=False):
+        methods = list(dict.fromkeys(by_layer["method"]))
+        for m in methods:
+            g = by_layer[by_layer["method"] == m]
+            rows.append({"layer": layer, "method": m, "seeds": g["seed"].nunique(), "images": len(g),
+                         "accuracy (%)": 100 * g["correct"].mean(),
+                         **{c: f"{g[c].mean():.4f} ± {g[c].std(ddof=1):.4f}" for c in cols}})
+        if len(methods) != 2:
+            continue
+        pair = by_layer.pivot_table(index=["seed", "image"], columns="method", values=cols)
+        diff = {c: pair[(c, methods[1])] - pair[(c, methods[0])] for c in cols}
+        seeds = sorted(by_layer["seed"].unique())
+        over = "seeds" if len(seeds) > 1 else "images, one seed"
+        row = {"layer": layer, "method": f"{methods[1]} − {methods[0]} (95 % CI over {over})", "seeds": len(seeds),
+               "images": len(pair), "accuracy (%)": float("nan")}
         for c in cols:
-            mean, half = ci95(list((b[c] - a[c]).to_numpy()))
+            values = diff[c].groupby(level="seed").mean().tolist() if len(seeds) > 1 else diff[c].tolist()
+            mean, half = ci95(values)
             row[c] = f"{mean:+.4f} ± {half:.4f}"
         rows.append(row)
     return pd.DataFrame(rows)

@@ -280,6 +280,20 @@ def from_round0_study(preset_name: str, dataset: str = "cifar10", seeds=None, jo
     return ensure(from_round0_configs(preset_name, dataset, seeds), results_dir(preset_name, root), jobs, log, train)
 
 
+def ours_lambda(preset_name: str, root: str = RESULTS_ROOT) -> float:
+    """lambda_sim of "ours" in a preset: fulldata's is chosen by its pre-registered rule from its sweep records."""
+    if preset_name != fulldata.PRESET:
+        return DEFAULT_LAMBDA_SIM
+    sweep = ensure(fulldata.sweep_configs(base_config(preset_name, "cifar10")), results_dir(preset_name, root),
+                   train=False)
+    return fulldata.chosen_lambda(sweep)
+
+
+def cam_seeds(preset_name: str) -> tuple[int, ...]:
+    """Seeds whose Firefly and ours models the Grad-CAM metrics compare: the paired seeds of the main table."""
+    return fulldata.MAIN_SEEDS if preset_name == fulldata.PRESET else DEFAULT_SEEDS[preset_name]
+
+
 def dataset_available(preset_name: str, dataset: str) -> bool:
     from .data import DataError, load_dataset
     try:
