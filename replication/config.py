@@ -87,7 +87,7 @@ class Config:
     # "full": dL/dt of the loss along each candidate's own perturbation with every candidate on (FF:model.py:271-280,
     # FF:sp/conv.py:237-244); "zero": dL/dg at g = 0, every candidate off (this project's first version).
     firefly_score_at: str = "full"
-    firefly_new_to_new: bool = True  # learn and keep weights between consecutive layers' new neurons (FF:sp/conv.py:200)
+    firefly_new_to_new: bool = True  # learn, keep weights between consecutive layers' new neurons (FF:sp/conv.py:200)
     firefly_keep_extra: int = 1  # Firefly keeps scores <= the n-th smallest: n + 1 neurons (FF:sp/net.py:65)
     firefly_grouped_selection: bool = True  # MobileNetV1: two groups, each its own quota (FF:model.py:87); VGG: one
     firefly_new_depthwise: str = "trained"  # MobileNetV1 new channels' depthwise filters; Firefly's code keeps "zero"

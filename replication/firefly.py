@@ -150,7 +150,7 @@ class _CandidateRows(nn.Module):
         side = torch.no_grad() if cand.scoring == "zero" else contextlib.nullcontext()
         with side:
             b, c_new = _conv(conv, x, torch.cat([c.v, c.n])).split([len(w), cand.k], dim=1)
-            if cand.scoring == "full":  # scale each candidate's own perturbation by (1 + t), t = 0 (FF:sp/conv.py:237-244)
+            if cand.scoring == "full":  # each candidate's perturbation times (1 + t), t = 0 (FF:sp/conv.py:237-244)
                 t_split, t_new = cand.scales[i]
                 b = b + b.detach() * t_split.view(1, -1, 1, 1)
                 c_new = c_new + c_new.detach() * t_new.view(1, -1, 1, 1)

@@ -41,6 +41,10 @@ def full_study(preset_name: str, seeds=None, jobs: int = 1, datasets=("cifar10",
     the notebooks would otherwise compute (hyper/hypo E1-E4, Grad-CAM metrics), so that they only render."""
     if preset_name == "fulldata":  # its own plan: seeds, the lambda sweep (replication/fulldata.py)
         fulldata_study(jobs, root, log)
+        from . import analysis, cam
+        log("analyses: Grad-CAM metrics (5 seeds, 2 layers), hyper/hypo neurons E1-E4 ...")
+        cam.metrics_study(preset_name, "cifar10", jobs=jobs, root=root)
+        analysis.neuron_study(preset_name, "cifar10", jobs=jobs, root=root)
         return
     seeds = tuple(seeds) if seeds else DEFAULT_SEEDS[preset_name]
     cfgs = []

@@ -228,7 +228,8 @@ def ensure(cfgs: list[Config], rdir: str, jobs: int = 1, log=print, train: bool 
                     queue[:0] = [("run", c) for c in pending]  # follow-ups of finished parents: the longest, first
                     pending.clear()
                     while len(running) < jobs:
-                        ready = [item for item in queue if item[0] == "round0" or item[1].round0_key() not in waiting_on]
+                        ready = [item for item in queue
+                                 if item[0] == "round0" or item[1].round0_key() not in waiting_on]
                         if not ready:
                             break
                         kind, c = ready[0]
@@ -269,7 +270,13 @@ def main_study(preset_name: str, dataset: str, seeds=None, jobs: int = 1, root: 
 
 def ablation_study(preset_name: str, dataset: str = "cifar10", jobs: int = 1, root: str = RESULTS_ROOT,
                    log=print, train: bool = True) -> list[dict]:
-    """The ablation runs plus Firefly (lambda = 0) on the same seed."""
+    """The ablation runs plus Firefly (lambda = 0) on the same seed; on fulldata its lambda sweep (seed 100) and
+    its scoring ablation, with Firefly of the first seed."""
+    if preset_name == fulldata.PRESET:
+        parts = fulldata_study(jobs, root, log, train)
+        firefly = [r for r in parts["main"] if r["config"]["method"] == "firefly"
+                   and r["config"]["seed"] == fulldata.MAIN_SEEDS[0]]
+        return parts["sweep"] + parts["ablations"] + firefly
     rdir = results_dir(preset_name, root)
     firefly = base_config(preset_name, dataset).replace(method="firefly", seed=0)
     return ensure(ablation_configs(preset_name, dataset) + [firefly], rdir, jobs, log, train)
@@ -277,6 +284,9 @@ def ablation_study(preset_name: str, dataset: str = "cifar10", jobs: int = 1, ro
 
 def from_round0_study(preset_name: str, dataset: str = "cifar10", seeds=None, jobs: int = 1,
                       root: str = RESULTS_ROOT, log=print, train: bool = True) -> list[dict]:
+    if preset_name == fulldata.PRESET:  # part of its main table
+        main = fulldata_study(jobs, root, log, train)["main"]
+        return [r for r in main if r["config"]["method"] in ("firefly", "ours")]
     return ensure(from_round0_configs(preset_name, dataset, seeds), results_dir(preset_name, root), jobs, log, train)
 
 

@@ -46,14 +46,18 @@ def main_table(records: list[dict]):
                      "top-1 (%)": f"{100 * g['test_acc'].mean():.2f} ± {100 * g['test_acc'].std(ddof=1):.2f}"
                      if len(g) > 1 else f"{100 * g['test_acc'].mean():.2f}"})
     table = pd.DataFrame(rows)
-    ff = df[df["method"] == "firefly"].set_index("seed")["test_acc"]
-    ours = df[df["method"] == "ours"].set_index("seed")["test_acc"]
-    common = sorted(set(ff.index) & set(ours.index))
-    diff = None
-    if common:
-        mean, half = ci95([100 * (ours[s] - ff[s]) for s in common])
-        diff = {"seeds": len(common), "mean_pp": mean, "ci95_pp": half}
-    return table, diff
+    return table, paired_difference(df, "ours")
+
+
+def paired_difference(df, method: str, reference: str = "firefly") -> dict | None:
+    """`method` − `reference` in top-1 percentage points over the seeds both have, with its 95 % t-interval."""
+    ref = df[df["method"] == reference].set_index("seed")["test_acc"]
+    other = df[df["method"] == method].set_index("seed")["test_acc"]
+    common = sorted(set(ref.index) & set(other.index))
+    if not common:
+        return None
+    mean, half = ci95([100 * (other[s] - ref[s]) for s in common])
+    return {"method": method, "seeds": len(common), "mean_pp": mean, "ci95_pp": half}
 
 
 def render_main(records: list[dict], dataset: str, preset_name: str) -> tuple:
@@ -64,6 +68,10 @@ def render_main(records: list[dict], dataset: str, preset_name: str) -> tuple:
                f"training TFLOPs and last-epoch top-1 test accuracy, mean ± std over {int(table['seeds'].max())} "
                f"seed(s).")
     md = f"{caption}\n\n{table.to_markdown(index=False, floatfmt='.2f')}\n\n{diff_sentence(diff)}"
+    if "ours (from round 0)" in set(table["method"]):  # fulldata's sixth row, paired with Firefly as well
+        df = runs_table(records)
+        df["method"] = [method_label(r["config"]) for r in records]
+        md += " " + diff_sentence(paired_difference(df, "ours (from round 0)"))
     return table, caption, md
 
 
@@ -77,8 +85,8 @@ def diff_sentence(diff: dict | None) -> str:
     if diff is None:
         return "No paired seeds of Firefly and ours."
     ci = "n/a (one seed)" if diff["ci95_pp"] != diff["ci95_pp"] else f"± {diff['ci95_pp']:.2f}"
-    return (f"Paired difference ours − Firefly over {diff['seeds']} seed(s): {diff['mean_pp']:+.2f} percentage "
-            f"points (95 % CI {ci}).")
+    return (f"Paired difference {diff.get('method', 'ours')} − Firefly over {diff['seeds']} seed(s): "
+            f"{diff['mean_pp']:+.2f} percentage points (95 % CI {ci}).")
 
 
 def write_table(table, name: str, out_dir: str, caption: str = "", floatfmt: str = ".2f") -> dict[str, str]:

@@ -227,7 +227,8 @@ def test_full_scores_are_directional_derivatives_along_each_candidate(arch, floa
 
     checked = 0
     for i in (0, len(cand.units) // 2, len(cand.units) - 1):
-        for kind, tensor, grad in (("split", cand.cands[i].v, grads[2 * i]), ("new", cand.cands[i].n, grads[2 * i + 1])):
+        for kind, tensor, grad in (("split", cand.cands[i].v, grads[2 * i]),
+                                   ("new", cand.cands[i].n, grads[2 * i + 1])):
             for row in range(min(2, len(tensor))):
                 want = slope(tensor, row)
                 assert grad[row].item() == pytest.approx(want, rel=1e-5, abs=1e-9), (i, kind, row)

@@ -83,3 +83,19 @@ def test_fulldata_lambda_rule_takes_the_best_mean_and_breaks_ties_upwards():
     assert fulldata.chosen_lambda(records) == fulldata.LAMBDA_SWEEP[2]  # a tie between 1e-2 and 1e-1 goes up
     with pytest.raises(ValueError, match="incomplete"):
         fulldata.chosen_lambda(records[1:])
+
+
+def test_main_table_pairs_both_rows_of_ours_with_firefly():
+    from replication import tables
+
+    def rec(method, seed, acc, from_round=1, lam=0.0):
+        cfg = {**SMOKE.replace(method=method, seed=seed, lambda_sim=lam, sim_from_round=from_round).result_fields()}
+        return {"config": cfg, "config_key": str(seed), "wall_time_s": 1.0,
+                "final": {"test_acc": acc, "params": 1, "flops": 1, "train_flops": 1}}
+    records = [rec("firefly", s, 0.70 + 0.01 * s) for s in range(3)]
+    records += [rec("ours", s, 0.71 + 0.01 * s, lam=0.1) for s in range(3)]
+    records += [rec("ours", s, 0.73 + 0.01 * s, from_round=0, lam=0.1) for s in range(3)]
+    table, caption, md = tables.render_main(records, "cifar10", "smoke")
+    assert list(table["method"]) == ["firefly", "ours", "ours (from round 0)"]
+    assert "Paired difference ours − Firefly over 3 seed(s): +1.00" in md
+    assert "Paired difference ours (from round 0) − Firefly over 3 seed(s): +3.00" in md
