@@ -7,10 +7,11 @@ STAMP := $(VENV)/.installed
 PRESET ?= quick
 SEEDS ?=
 JOBS ?= 2
+STUDY ?= fulldata
 export REPLICATION_DATA ?= $(CURDIR)/data
 
 .DEFAULT_GOAL := help
-.PHONY: help venv data test test-fast figures results bench lab clean clean-results
+.PHONY: help venv data test test-fast figures results bench study-time lab clean clean-results
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
@@ -46,6 +47,9 @@ results: $(STAMP) data  ## train every run the notebooks need, without rendering
 bench: $(STAMP) data  ## print throughput and overhead figures (benchmarks/, not tests)
 	$(PY) benchmarks/bench.py
 	$(PY) benchmarks/firefly_memory.py
+
+study-time: $(STAMP)  ## CPU and wall time of a study's committed runs (STUDY=fulldata, JOBS=2)
+	$(PY) benchmarks/study_time.py $(STUDY) $(JOBS)
 
 lab: $(STAMP)  ## open JupyterLab in the project's environment (kernel: this venv's python3)
 	$(VENV)/bin/jupyter lab notebooks/
