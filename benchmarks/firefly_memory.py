@@ -16,7 +16,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from replication.config import PAPER  # noqa: E402
-from replication.firefly import SCORE_GATE, CandidateNetwork  # noqa: E402
+from replication.candidates import SCORE_GATE, CandidateNetwork  # noqa: E402
 from replication.models import build_model, full_widths  # noqa: E402
 from replication.train import LAYOUT  # noqa: E402
 
@@ -37,9 +37,13 @@ if __name__ == "__main__":
     cand.loss(x, y, 1.0).backward()
     t_train = time.perf_counter() - t
     t = time.perf_counter()
-    loss = cand.loss(x, y, SCORE_GATE, requires_gate_grad=True)
-    torch.autograd.grad(loss, [g for pair in cand.gates for g in pair])
+    for t_ in cand.cands:  # scores are gradients w.r.t. gates or scales only, as in firefly.candidate_scores
+        for tensor in t_.tensors():
+            tensor.requires_grad_(False)
+    gate = 1.0 if PAPER.firefly_score_at == "full" else SCORE_GATE
+    loss = cand.loss(x, y, gate, score=PAPER.firefly_score_at)
+    torch.autograd.grad(loss, cand.score_inputs())
     t_score = time.perf_counter() - t
     print(f"Firefly candidate step at full VGG-19 widths (K={PAPER.firefly_new_per_layer}, batch {len(x)}): peak RSS "
           f"{peak_gib():.2f} GiB (process with the model: {before:.2f} GiB); training step {t_train:.1f}s, "
-          f"scoring step {t_score:.1f}s ({torch.get_num_threads()} threads)")
+          f"scoring step ({PAPER.firefly_score_at}) {t_score:.1f}s ({torch.get_num_threads()} threads)")

@@ -4,7 +4,8 @@ import torch
 from torch import nn
 
 from replication.config import SMOKE
-from replication.firefly import SCORE_GATE, CandidateNetwork, materialise, select_global
+from replication.candidates import SCORE_GATE, CandidateNetwork
+from replication.firefly import materialise, select_global
 from replication.growth import (add_neurons, carry_optimizer_state, kaiming_filters, random_fan_out, split_neurons,
                                 zero_fan_out)
 from replication.models import build_model, count_params

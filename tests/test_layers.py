@@ -11,7 +11,7 @@ PACKAGE = os.path.dirname(replication.__file__)
 # 0 core (and run records on disk) -> 1 training -> 2 experiments -> 3 rendering -> 4 entry points
 LAYERS = {
     0: {"config", "records", "stats", "data", "models", "growth", "firefly", "strategies", "similarity",
-        "corruptions", "params"},
+        "corruptions", "params", "candidates"},
     1: {"train"},
     2: {"study", "fulldata", "analysis", "cam", "adaptation", "neurons"},
     3: {"tables", "plots"},
