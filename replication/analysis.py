@@ -2,7 +2,7 @@
 
 Statistics and channel selections use clean *training* images (the source domain); accuracies use the test split;
 adaptation uses corrupted training images without labels and is evaluated on the same corruption of the test split.
-Each experiment is computed model by model (`jobs` processes: `study.map_processes`); `neuron_study` runs them all
+Each experiment is computed model by model (`jobs` processes: `pool.map_processes`); `neuron_study` runs them all
 with the defaults, as `make figures` does before the notebook renders them.
 """
 from __future__ import annotations
@@ -54,7 +54,7 @@ def _key(records, what):
 
 
 def _per_model(fn, records, jobs, label, **shared) -> pd.DataFrame:
-    from .study import map_processes
+    from .pool import map_processes
     return pd.concat(map_processes(fn, records, jobs, shared, label=f"{label}, models"), ignore_index=True)
 
 

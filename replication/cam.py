@@ -162,7 +162,8 @@ def metrics_study(preset_name: str, dataset: str, seeds=None, layers=None, n_ima
 
     from .data import load_dataset
     from .records import cached_csv
-    from .study import RESULTS_ROOT, cam_seeds, ensure, map_processes, results_dir
+    from .pool import ensure, map_processes
+    from .study import RESULTS_ROOT, cam_seeds, results_dir
 
     n_images = n_images if n_images is not None else default_metric_images(preset_name)
     layers = tuple(layers) if layers else CAM_LAYERS.get(preset_name, ("last",))

@@ -7,8 +7,9 @@ import glob
 import os
 import time
 
+from .pool import ensure
 from .records import REPO_ROOT
-from .study import (DEFAULT_SEEDS, RESULTS_ROOT, ablation_configs, base_config, ensure, from_round0_configs,
+from .study import (DEFAULT_SEEDS, RESULTS_ROOT, ablation_configs, base_config, from_round0_configs,
                     dataset_available, fulldata_study, main_configs, results_dir,
                     then_fixed_at_final_widths)
 

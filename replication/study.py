@@ -1,18 +1,16 @@
-"""The experiments behind every table and figure, as lists of configs, and a runner that trains only what is missing.
+"""The experiments behind every table and figure, as lists of configs; `pool.ensure` trains only what is missing.
 
 Run records are cached by config key, so asking for a study twice trains nothing the second time; notebooks call
 these functions and then only render. Results of a preset live in `results/<preset>/`.
 """
 from __future__ import annotations
 
-import concurrent.futures as cf
-import functools
-import multiprocessing as mp
 import os
 
 from . import fulldata
 from .config import DEFAULT_LAMBDA_SIM, LAMBDA_SWEEP, Config, preset
-from .records import REPO_ROOT, load_cached
+from .pool import ensure
+from .records import REPO_ROOT
 
 RESULTS_ROOT = os.path.join(REPO_ROOT, "results")
 
@@ -85,59 +83,6 @@ def firefly_variant_configs(base: Config) -> list[Config]:
     return [ff.replace(firefly_score_at="zero"), ff.replace(firefly_new_to_new=False)]
 
 
-STUDY_THREADS_PER_RUN = 1
-
-_SHARED = None  # what `map_processes` sends once to each worker process
-
-
-def _init_worker(threads: int, shared) -> None:
-    global _SHARED
-    import torch
-    torch.set_num_threads(threads)
-    _SHARED = shared
-
-
-def _call_shared(fn, item):
-    return fn(item, _SHARED)
-
-
-def map_processes(fn, items, jobs: int, shared=None, label: str | None = None, log=print) -> list:
-    """[fn(item, shared) for item in items] in `jobs` spawned processes of one thread each (in this process when
-    jobs is 1, also on one thread: results must not depend on the core count). `fn` must be a module-level
-    function; `shared` (e.g. the data set) is sent once per worker, not once per item. With a `label`, one line
-    per finished item says how far it is."""
-    import time
-
-    import torch
-    items = list(items)
-    cores = os.cpu_count() or 1
-    jobs = max(1, min(jobs, len(items), cores))
-    t0 = time.perf_counter()
-
-    def done(i):
-        if label:
-            log(f"  {label}: {i + 1}/{len(items)} done ({time.perf_counter() - t0:.0f} s)")
-    out = []
-    if jobs == 1:
-        before = torch.get_num_threads()
-        torch.set_num_threads(STUDY_THREADS_PER_RUN)
-        try:
-            for i, item in enumerate(items):
-                out.append(fn(item, shared))
-                done(i)
-        finally:
-            torch.set_num_threads(before)
-        return out
-    ctx = mp.get_context("spawn")
-    with cf.ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_init_worker,
-                                initargs=(STUDY_THREADS_PER_RUN, shared)) as pool:
-        futures = [pool.submit(_call_shared, fn, item) for item in items]
-        for i, fut in enumerate(futures):
-            out.append(fut.result())
-            done(i)
-    return out
-
-
 def from_round0_configs(preset_name: str, dataset: str, seeds=None) -> list[Config]:
     """Firefly, ours, and ours with the constraint also in the first round (`sim_from_round=0`), on every seed.
 
@@ -148,107 +93,6 @@ def from_round0_configs(preset_name: str, dataset: str, seeds=None) -> list[Conf
     seeds = tuple(seeds) if seeds else DEFAULT_SEEDS[preset_name]
     return [c.replace(seed=s) for s in seeds
             for c in (base.replace(method="firefly"), ours, ours.replace(sim_from_round=0))]
-
-
-def _worker(cfg: Config, rdir: str) -> dict:
-    from .train import run
-    return run(cfg, results_dir=rdir)
-
-
-def _round0_worker(cfg: Config, rdir: str) -> None:
-    """Round 0 of `cfg` only: leaves its checkpoint and the round-0 state its siblings fork from."""
-    from .train import run
-    return run(cfg, results_dir=rdir, stop_after_epochs=cfg.epochs_per_round)
-
-
-def _shared_round0_leaders(pending: list[Config], rdir: str) -> list[Config]:
-    """One config per round-0 key that two or more pending runs share and nobody has trained yet."""
-    from .train import round0_path
-    groups: dict[str, list[Config]] = {}
-    for c in pending:
-        path = round0_path(c, rdir)
-        if path and not os.path.isfile(path):
-            groups.setdefault(c.round0_key(), []).append(c)
-    return [members[0] for members in groups.values() if len(members) > 1]
-
-
-def _start_order(cfg: Config) -> int:
-    """Longest first, so that two processes finish together: growing runs (Firefly first: the fixed runs at its
-    final widths wait for it), then random/split growth, then fixed networks."""
-    return {"firefly": 0, "ours": 1, "random": 2, "split": 2}.get(cfg.method, 3)
-
-
-def ensure(cfgs: list[Config], rdir: str, jobs: int = 1, log=print, train: bool = True, then=None,
-           order=None) -> list[dict]:
-    """Records of `cfgs` in order, followed by those of the configs `then(record)` names for each of them (e.g. a
-    fixed network at the widths a Firefly run grew to), training the missing ones.
-
-    Missing runs go to `jobs` processes (the cores split between them, unless a config sets num_threads) longest
-    first, and a follow-up starts as soon as its parent is done, so one pool serves a whole study. With train=False
-    a missing record is an error. `order` (config -> int) overrides the start order of the missing runs."""
-    then = then or (lambda record: [])
-    cfgs = list(dict.fromkeys(cfgs))
-    records = {c: load_cached(c, rdir) for c in cfgs}
-    followups: dict[Config, list[Config]] = {}
-    pending = sorted((c for c in cfgs if records[c] is None), key=order or _start_order)
-
-    def finished(c: Config, record: dict) -> None:
-        records[c] = record
-        followups[c] = [f for f in then(record) if f not in records]
-        for f in followups[c]:
-            records[f] = load_cached(f, rdir)
-            if records[f] is None:
-                pending.insert(0, f)  # the longest runs, and their parent is done: start them next
-
-    for c in cfgs:
-        if records[c] is not None:
-            finished(c, records[c])
-    if pending and not train:
-        raise FileNotFoundError(f"{len(pending)} run(s) missing from {rdir}: {[c.name() for c in pending]}")
-    if pending:
-        cores = os.cpu_count() or 1
-        jobs = max(1, min(jobs, cores, len(pending)))  # a follow-up waits for its parent anyway
-        # One thread per run, whatever the machine: oneDNN's reductions, hence a run's bits, depend on the thread
-        # count (a quick run's first epoch differed in the 2nd digit with 2 threads); parallelism is by processes.
-        threads = STUDY_THREADS_PER_RUN
-        log(f"{len(records) - len(pending)} cached, training {len(pending)} run(s) (and any follow-ups) with "
-            f"{jobs} process(es) x {threads} thread(s) -> {rdir}")
-        if jobs == 1:
-            while pending:
-                c = pending.pop(0)
-                finished(c, _worker(c if c.num_threads else c.replace(num_threads=threads), rdir))
-        else:
-            # Runs that share a round 0 wait until one round-0 job has stored it, then fork from it.
-            queue = [("round0", c) for c in _shared_round0_leaders(pending, rdir)] + [("run", c) for c in pending]
-            pending.clear()
-            waiting_on = {c.round0_key() for kind, c in queue if kind == "round0"}
-            with cf.ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as pool:
-                running: dict[cf.Future, tuple[str, Config]] = {}
-                while queue or pending or running:
-                    queue[:0] = [("run", c) for c in pending]  # follow-ups of finished parents: the longest, first
-                    pending.clear()
-                    while len(running) < jobs:
-                        ready = [item for item in queue
-                                 if item[0] == "round0" or item[1].round0_key() not in waiting_on]
-                        if not ready:
-                            break
-                        kind, c = ready[0]
-                        queue.remove(ready[0])
-                        todo = c if c.num_threads else c.replace(num_threads=threads)
-                        running[pool.submit(_round0_worker if kind == "round0" else _worker, todo, rdir)] = (kind, c)
-                    done, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
-                    for fut in done:
-                        kind, c = running.pop(fut)
-                        result = fut.result()
-                        if kind == "round0":
-                            waiting_on.discard(c.round0_key())
-                            log(f"round 0 of {c.name()} stored; its siblings fork from it")
-                            continue
-                        finished(c, result)
-                        log(f"done {c.name()}: test acc {records[c]['final']['test_acc']:.4f} "
-                            f"({records[c]['wall_time_s']:.0f}s); {len(queue) + len(pending) + len(running)} left")
-    extra = [f for c in cfgs for f in followups[c]]
-    return [records[c] for c in cfgs] + [records[f] for f in dict.fromkeys(extra)]
 
 
 def then_fixed_at_final_widths(record: dict) -> list[Config]:

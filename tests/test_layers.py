@@ -13,7 +13,7 @@ LAYERS = {
     0: {"config", "records", "stats", "data", "models", "growth", "firefly", "strategies", "similarity",
         "corruptions", "params", "candidates"},
     1: {"train"},
-    2: {"study", "fulldata", "analysis", "cam", "adaptation", "neurons"},
+    2: {"pool", "study", "fulldata", "analysis", "cam", "adaptation", "neurons"},
     3: {"tables", "plots"},
     4: {"cli", "pipeline", "__main__", "__init__"},
 }

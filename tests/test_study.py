@@ -3,31 +3,31 @@ import os
 
 import pytest
 
-from replication import analysis, study
+from replication import analysis, pool, study
 from replication.config import SMOKE
 from replication.data import load_dataset
 
 
 def test_map_processes_in_worker_processes_equals_in_this_one():
-    serial = study.map_processes(operator.add, [1, 2, 3, 4], 1, 10)
+    serial = pool.map_processes(operator.add, [1, 2, 3, 4], 1, 10)
     assert serial == [11, 12, 13, 14]
-    assert study.map_processes(operator.add, [1, 2, 3, 4], 2, 10) == serial  # order kept, shared sent to workers
+    assert pool.map_processes(operator.add, [1, 2, 3, 4], 2, 10) == serial  # order kept, shared sent to workers
 
 
 def test_ensure_starts_longest_runs_first_and_trains_follow_ups(tmp_path):
     cfgs = [SMOKE.replace(method=m, seed=0) for m in ("fixed", "random", "firefly")]
-    assert sorted(cfgs, key=study._start_order)[0].method == "firefly"  # its follow-up waits for it
+    assert sorted(cfgs, key=pool.longest_first)[0].method == "firefly"  # its follow-up waits for it
     trained = []
-    recs = study.ensure(cfgs, str(tmp_path), jobs=1, log=trained.append, then=study.then_fixed_at_final_widths)
+    recs = pool.ensure(cfgs, str(tmp_path), jobs=1, log=trained.append, then=study.then_fixed_at_final_widths)
     assert [r["config"]["method"] for r in recs] == ["fixed", "random", "firefly", "fixed"]
     grown = recs[2]["final"]["widths"]
     assert grown != [SMOKE.start_width] * len(grown) and recs[3]["config"]["widths"] == grown
     assert recs[3]["config"]["start_width"] is None and recs[3]["final"]["widths"] == grown
     # Everything is cached now: the same call, not allowed to train, returns the same records.
-    again = study.ensure(cfgs, str(tmp_path), jobs=1, train=False, then=study.then_fixed_at_final_widths)
+    again = pool.ensure(cfgs, str(tmp_path), jobs=1, train=False, then=study.then_fixed_at_final_widths)
     assert [r["config_key"] for r in again] == [r["config_key"] for r in recs]
     with pytest.raises(FileNotFoundError, match="missing"):
-        study.ensure([SMOKE.replace(seed=5)], str(tmp_path), train=False)
+        pool.ensure([SMOKE.replace(seed=5)], str(tmp_path), train=False)
 
 
 def test_neuron_analyses_in_two_processes_equal_one(tmp_path):
@@ -52,10 +52,10 @@ def test_two_processes_train_a_shared_round0_once_and_fork_from_it(tmp_path):
     cfgs = [SMOKE.replace(method=m, lambda_sim=0.5 if m == "ours" else 0.0, seed=0)
             for m in ("firefly", "ours", "random")]
     logs = []
-    two = study.ensure(cfgs, str(tmp_path / "two"), jobs=2, log=logs.append)
+    two = pool.ensure(cfgs, str(tmp_path / "two"), jobs=2, log=logs.append)
     assert sum("round 0 of" in line for line in logs) == 1
     assert sum("forked_round0" in r for r in two) >= 2
-    one = study.ensure(cfgs, str(tmp_path / "one"), jobs=1, log=lambda *a: None)
+    one = pool.ensure(cfgs, str(tmp_path / "one"), jobs=1, log=lambda *a: None)
     for a, b in zip(two, one):
         assert [e["train_loss"] for e in a["epochs"]] == [e["train_loss"] for e in b["epochs"]]
         assert a["final"] == b["final"]
