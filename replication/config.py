@@ -175,21 +175,18 @@ class Config:
         after records were committed is left out while it has its default (KEY_OMITTED_AT_DEFAULT), so adding it
         leaves every existing key, hence every committed record, valid (tests/test_config.py pins them)."""
         fields = self.result_fields()
-        defaults = {f.name: f.default for f in dataclasses.fields(self)}
-        for name in KEY_OMITTED_AT_DEFAULT:
-            if fields[name] == defaults[name]:
-                del fields[name]
-        blob = json.dumps(fields, sort_keys=True, default=list)
-        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+        for f in dataclasses.fields(self):
+            if f.name in KEY_OMITTED_AT_DEFAULT and fields[f.name] == f.default:
+                del fields[f.name]
+        return _short_hash(fields)
 
     def round0_key(self) -> str | None:
         """Hash of everything that shapes round 0, or None when round 0 is this run's own (one round, or the
         constraint already on in round 0)."""
         if self.rounds < 2 or (self.lambda_sim > 0 and self.sim_from_round == 0):
             return None
-        shared = {k: v for k, v in self.result_fields().items()
-                  if k not in AFTER_ROUND0_FIELDS and not k.startswith("firefly_")}
-        return hashlib.sha256(json.dumps(shared, sort_keys=True, default=list).encode()).hexdigest()[:12]
+        return _short_hash({k: v for k, v in self.result_fields().items()
+                            if k not in AFTER_ROUND0_FIELDS and not k.startswith("firefly_")})
 
     def name(self) -> str:
         lam = f"-lam{self.lambda_sim:g}" if self.lambda_sim > 0 else ""
@@ -205,6 +202,10 @@ class Config:
     def from_dict(cls, d: dict) -> "Config":
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def _short_hash(fields: dict) -> str:
+    return hashlib.sha256(json.dumps(fields, sort_keys=True, default=list).encode()).hexdigest()[:12]
 
 
 def _check_choice(name, value, choices):

@@ -123,9 +123,8 @@ def materialise(model: nn.Module, cand: CandidateNetwork, chosen, birth_round: i
 def selection_quotas(model: nn.Module, cfg) -> tuple[list[list[int]], list[int]]:
     """Groups of units selected together and how many neurons each keeps: int(group width x ratio) (Firefly's
     count, FF:sp/net.py:45-60) plus `firefly_keep_extra` (its `<=` threshold keeps one more)."""
-    n_units = len(model.units())
-    groups = model.selection_groups() if cfg.firefly_grouped_selection else [list(range(n_units))]
     widths = [u.width for u in model.units()]
+    groups = model.selection_groups() if cfg.firefly_grouped_selection else [list(range(len(widths)))]
     quotas = [int(sum(widths[i] for i in g) * cfg.grow_ratio) + cfg.firefly_keep_extra for g in groups]
     return groups, quotas
 

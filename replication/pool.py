@@ -96,9 +96,10 @@ def ensure(cfgs: list[Config], rdir: str, jobs: int = 1, log=print, train: bool 
     """Records of `cfgs` in order, followed by those of the configs `then(record)` names for each of them (e.g. a
     fixed network at the widths a Firefly run grew to), training the missing ones.
 
-    Missing runs go to `jobs` processes (the cores split between them, unless a config sets num_threads) longest
-    first, and a follow-up starts as soon as its parent is done, so one pool serves a whole study. With train=False
-    a missing record is an error. `order` (config -> int) overrides the start order of the missing runs."""
+    Missing runs go to `jobs` processes of STUDY_THREADS_PER_RUN threads each (unless a config sets
+    num_threads), longest first, and a follow-up starts as soon as its parent is done, so one pool serves a whole
+    study. With train=False a missing record is an error. `order` (config -> int) overrides the start order of the
+    missing runs."""
     then = then or (lambda record: [])
     cfgs = list(dict.fromkeys(cfgs))
     records = {c: load_cached(c, rdir) for c in cfgs}

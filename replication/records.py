@@ -19,6 +19,9 @@ import torch
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+RECORD_REMEDY = "delete it (and the .pt beside it) to train that run again"
+
+
 class DamagedFile(ValueError):
     """A results file that cannot be read; the message names it and says what to do."""
 
@@ -107,14 +110,14 @@ def load_cached(cfg, results_dir: str) -> dict | None:
     path = run_path(cfg, results_dir)
     if not os.path.isfile(path):
         return None
-    rec = read_json(path, "delete it (and the .pt beside it) to train that run again")
+    rec = read_json(path, RECORD_REMEDY)
     return rec if rec.get("config_key") == cfg.key() and rec.get("status") == "complete" else None
 
 
 def load_runs(results_dir: str) -> list[dict]:
     recs = []
     for path in sorted(glob.glob(os.path.join(results_dir, "runs", "*.json"))):
-        rec = read_json(path, "delete it (and the .pt beside it) to train that run again")
+        rec = read_json(path, RECORD_REMEDY)
         if rec.get("status") == "complete":
             recs.append(rec)
     return recs

@@ -33,7 +33,7 @@ METHOD_ORDER = ["fixed (compact)", "fixed (Firefly's final widths)", "fixed (ful
 
 def main_table(records: list[dict]):
     """Per method: final params, FLOPs, cumulative training FLOPs, top-1 mean +- std over seeds; and the paired
-    difference ours - firefly (same seeds) with its 95 % CI."""
+    differences of each row of ours - firefly (same seeds) with their 95 % CI."""
     import pandas as pd
 
     df = runs_table(records)
@@ -46,7 +46,10 @@ def main_table(records: list[dict]):
                      "top-1 (%)": f"{100 * g['test_acc'].mean():.2f} ± {100 * g['test_acc'].std(ddof=1):.2f}"
                      if len(g) > 1 else f"{100 * g['test_acc'].mean():.2f}"})
     table = pd.DataFrame(rows)
-    return table, paired_difference(df, "ours")
+    diffs = [paired_difference(df, "ours")]  # None ("no paired seeds") when a table has no ours
+    if "ours (from round 0)" in set(df["method"]):  # fulldata's sixth row
+        diffs.append(paired_difference(df, "ours (from round 0)"))
+    return table, diffs
 
 
 def paired_difference(df, method: str, reference: str = "firefly") -> dict | None:
@@ -62,16 +65,13 @@ def paired_difference(df, method: str, reference: str = "firefly") -> dict | Non
 
 def render_main(records: list[dict], dataset: str, preset_name: str) -> tuple:
     """(table, caption, markdown) of a main table: what the notebook writes and the README shows."""
-    table, diff = main_table(records)
+    table, diffs = main_table(records)
     pretty = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}.get(dataset, dataset)
     caption = (f"{pretty}, {preset_name} preset: final parameters, forward MFLOPs per image, cumulative "
                f"training TFLOPs and last-epoch top-1 test accuracy, mean ± std over {int(table['seeds'].max())} "
                f"seed(s).")
-    md = f"{caption}\n\n{table.to_markdown(index=False, floatfmt='.2f')}\n\n{diff_sentence(diff)}"
-    if "ours (from round 0)" in set(table["method"]):  # fulldata's sixth row, paired with Firefly as well
-        df = runs_table(records)
-        df["method"] = [method_label(r["config"]) for r in records]
-        md += " " + diff_sentence(paired_difference(df, "ours (from round 0)"))
+    sentences = " ".join(diff_sentence(d) for d in diffs)
+    md = f"{caption}\n\n{table.to_markdown(index=False, floatfmt='.2f')}\n\n{sentences}"
     return table, caption, md
 
 
