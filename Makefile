@@ -8,10 +8,13 @@ PRESET ?= quick
 SEEDS ?=
 JOBS ?= 2
 STUDY ?= fulldata
+EXECUTOR ?= inline
+EXECUTOR_ARGS ?=
+DEVICE ?= cuda
 export REPLICATION_DATA ?= $(CURDIR)/data
 
 .DEFAULT_GOAL := help
-.PHONY: help venv data test test-fast figures results bench study-time lab clean clean-results
+.PHONY: help venv data test test-fast figures results bench gpu-check study-time lab clean clean-results
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
@@ -41,12 +44,16 @@ test-fast: $(STAMP)  ## unit tests only (seconds)
 figures: $(STAMP) data  ## run every notebook with papermill (PRESET=quick) -> figures/, tables in results/
 	$(PY) -m replication figures --preset $(PRESET) --jobs $(JOBS) $(if $(SEEDS),--seeds $(SEEDS))
 
-results: $(STAMP) data  ## train every run the notebooks need, without rendering (PRESET=quick)
-	$(PY) -m replication study --preset $(PRESET) --jobs $(JOBS) $(if $(SEEDS),--seeds $(SEEDS))
+results: $(STAMP) data  ## train every run the notebooks need (PRESET=quick; EXECUTOR=inline|local|slurm EXECUTOR_ARGS=...)
+	$(PY) -m replication study --preset $(PRESET) --jobs $(JOBS) $(if $(SEEDS),--seeds $(SEEDS)) \
+		--executor $(EXECUTOR) $(EXECUTOR_ARGS)
 
 bench: $(STAMP) data  ## print throughput and overhead figures (benchmarks/, not tests)
 	$(PY) benchmarks/bench.py
 	$(PY) benchmarks/firefly_memory.py
+
+gpu-check: $(STAMP) data  ## on a CUDA machine: cuda vs cpu, img/s per precision, a growth step, paper-study projection
+	$(PY) benchmarks/gpu_check.py --device $(DEVICE)
 
 study-time: $(STAMP)  ## CPU and wall time of a study's committed runs (STUDY=fulldata, JOBS=2)
 	$(PY) benchmarks/study_time.py $(STUDY) $(JOBS)

@@ -100,7 +100,41 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--jobs", type=int, default=2, help="runs trained in parallel processes (default 2)")
         s.add_argument("--datasets", default="cifar10,cifar100",
                        help="data sets of the main tables (default cifar10,cifar100; missing data is skipped)")
+        if name == "study":
+            _add_executor_options(s)
     return p
+
+
+def _add_executor_options(s: argparse.ArgumentParser) -> None:
+    from .executors import EXECUTORS, ClusterOptions
+    d = ClusterOptions()
+    g = s.add_argument_group("where the runs execute (README 'Running on a GPU or a cluster')")
+    g.add_argument("--executor", default=d.executor, choices=EXECUTORS,
+                   help="inline: this machine's process pool (default); local: submitit local processes; "
+                        "slurm: submitit job arrays")
+    g.add_argument("--device", default=d.device, help="torch device of every run, e.g. cuda (default cpu)")
+    g.add_argument("--partition", help="Slurm partition (default: the cluster's)")
+    g.add_argument("--gpus-per-job", type=int, default=d.gpus_per_job, help="GPUs per job (default 0)")
+    g.add_argument("--cpus-per-job", type=int, default=d.cpus_per_job,
+                   help=f"CPU cores per job, also its torch threads (default {d.cpus_per_job})")
+    g.add_argument("--time-min", type=int, default=d.time_min,
+                   help=f"Slurm time limit per job in minutes; a job that reaches it is requeued and resumes "
+                        f"(default {d.time_min})")
+    g.add_argument("--array-parallelism", type=int, default=d.array_parallelism,
+                   help=f"jobs of one array running at once (default {d.array_parallelism})")
+    g.add_argument("--sbatch", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra sbatch option, repeatable, e.g. --sbatch account=abc --sbatch mem=32G")
+    g.add_argument("--no-wait", action="store_true",
+                   help="submit what is ready and return (call again to submit the rest and see the status)")
+    g.add_argument("--poll-s", type=float, default=d.poll_s, help=f"seconds between status polls ({d.poll_s:g})")
+
+
+def cluster_from_args(args):
+    from .executors import ClusterOptions
+    return ClusterOptions(executor=args.executor, device=args.device, partition=args.partition,
+                          gpus_per_job=args.gpus_per_job, cpus_per_job=args.cpus_per_job, time_min=args.time_min,
+                          array_parallelism=args.array_parallelism, sbatch=tuple(args.sbatch),
+                          wait=not args.no_wait, poll_s=args.poll_s)
 
 
 def main(argv=None) -> int:
@@ -116,8 +150,14 @@ def main(argv=None) -> int:
                 print(f"{name}: {diff or 'the Firefly protocol'}")
             return 0
         if args.command == "study":
+            from .executors import StudyIncomplete
             from .pipeline import full_study
-            full_study(args.preset, args.seeds, args.jobs, args.datasets.split(","))
+            try:
+                full_study(args.preset, args.seeds, args.jobs, args.datasets.split(","),
+                           cluster=cluster_from_args(args))
+            except StudyIncomplete as exc:
+                print(exc)
+                return 1 if exc.failed else 0
             return 0
         if args.command == "figures":
             from .pipeline import full_study, run_notebooks

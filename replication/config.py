@@ -21,6 +21,9 @@ SIM_SCOPES = ("all", "new")
 INITS = ("default", "kaiming")
 SCORE_POINTS = ("full", "zero")
 NEW_DEPTHWISE = ("trained", "zero")
+# Arithmetic of every forward/backward pass: fp32 (Firefly's, the default), TF32 tensor cores (CUDA only) or bf16
+# autocast. Non-fp32 is a deviation from the protocol (docs/method.md).
+PRECISIONS = ("fp32", "tf32", "bf16")
 # Firefly grows MobileNetV1 from 32 channels in every layer, VGG from 16 (FF:model.py:51-52, FF:main.py dim_hidden).
 FIREFLY_START_WIDTH = {"vgg11": 16, "vgg16": 16, "vgg19": 16, "mobilenetv1": 32}
 LAMBDA_SWEEP = (1e-3, 1e-2, 1e-1, 1.0)  # paper-facts.md: sweep {1e-3, 1e-2, 1e-1, 1}
@@ -28,10 +31,12 @@ LAMBDA_SWEEP = (1e-3, 1e-2, 1e-1, 1.0)  # paper-facts.md: sweep {1e-3, 1e-2, 1e-
 DEFAULT_LAMBDA_SIM = 1.0
 
 # Fields that only say where things live or how fast they run; they never change a number in the results.
-NON_RESULT_FIELDS = ("data_dir", "download", "verify_data", "num_threads", "progress")
+# cudnn_benchmark is here although cuDNN's choice of algorithm can move the last bits of a GPU run: cuDNN's backward
+# kernels are not bit-deterministic anyway, so GPU runs reproduce within a tolerance only (docs/results.md).
+NON_RESULT_FIELDS = ("data_dir", "download", "verify_data", "num_threads", "progress", "cudnn_benchmark")
 # Result fields added after run records were first committed (2026-11-30): omitted from the key at their default.
 # A new field goes here, with a default that reproduces the behaviour before it existed.
-KEY_OMITTED_AT_DEFAULT: tuple[str, ...] = ()
+KEY_OMITTED_AT_DEFAULT: tuple[str, ...] = ("precision", "compile_model")
 
 # Fields that act only after the first round (growth, and the constraint when it starts at round 1): runs that differ
 # only in them train an identical round 0, which `train.run` computes once and forks from (`round0_key`).
@@ -121,6 +126,11 @@ class Config:
     seed: int = 0
     num_threads: int | None = None  # None = all cores (see train.configure_threads)
     progress: bool = True
+    precision: str = "fp32"  # PRECISIONS; part of the run key (omitted at its default: older records keep theirs)
+    # torch.compile the training step each round (recompiled after every growth step); off: docs/performance.md
+    # weighs compile time against the time saved. A result field: fused kernels may round differently.
+    compile_model: bool = False
+    cudnn_benchmark: bool = True  # let cuDNN time its algorithms once per shape (CUDA only)
 
     def __post_init__(self):
         # Lists from JSON or the CLI become tuples so configs stay hashable and compare equal.
@@ -141,6 +151,7 @@ class Config:
         _check_choice("init", self.init, INITS)
         _check_choice("firefly_score_at", self.firefly_score_at, SCORE_POINTS)
         _check_choice("firefly_new_depthwise", self.firefly_new_depthwise, NEW_DEPTHWISE)
+        _check_choice("precision", self.precision, PRECISIONS)
         if self.firefly_keep_extra < 0:
             raise ValueError("firefly_keep_extra must be >= 0")
         if self.rounds < 1 or self.epochs_per_round < 1:

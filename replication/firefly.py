@@ -20,6 +20,12 @@ from torch import nn
 from . import data as data_mod
 from .candidates import SCORE_GATE, CandidateNetwork
 from .growth import add_neurons, split_neurons
+from .progress import progress
+
+
+def _n_batches(ds, batch_size: int, limit: int | None) -> int:
+    n = len(ds.train_y) if limit is None else min(limit, len(ds.train_y))
+    return -(-n // batch_size)
 
 
 def candidate_scores(model: nn.Module, ds, cfg, generator: torch.Generator, device) -> tuple:
@@ -33,7 +39,8 @@ def candidate_scores(model: nn.Module, ds, cfg, generator: torch.Generator, devi
                                   alpha=cfg.firefly_rmsprop_alpha)
         bs = cfg.firefly_candidate_batch_size
         limit = cfg.firefly_candidate_images
-        for x, y in data_mod.train_batches(ds.train_x, ds.train_y, bs, generator, cfg.augment, limit=limit):
+        stream = data_mod.train_batches(ds.train_x, ds.train_y, bs, generator, cfg.augment, limit=limit)
+        for x, y in progress(stream, _n_batches(ds, bs, limit), "Firefly: training candidates", cfg.progress):
             x, y = x.to(device, memory_format=torch.channels_last), y.to(device)
             l2 = sum(weight * (t ** 2).sum() for c in cand.cands for weight, t in c.penalised(cfg) if weight)
             loss = cand.loss(x, y, 1.0) + l2
@@ -44,17 +51,18 @@ def candidate_scores(model: nn.Module, ds, cfg, generator: torch.Generator, devi
             t.requires_grad_(False)
         gate_value = 1.0 if cfg.firefly_score_at == "full" else SCORE_GATE
         sums = [(torch.zeros(u.width, device=device), torch.zeros(cand.k, device=device)) for u in cand.units]
-        batches = 0
+        n_scored = 0
         limit = cfg.firefly_score_images if cfg.firefly_score_images is not None else limit
-        for x, y in data_mod.train_batches(ds.train_x, ds.train_y, bs, generator, cfg.augment, limit=limit):
+        passes = data_mod.train_batches(ds.train_x, ds.train_y, bs, generator, cfg.augment, limit=limit)
+        for x, y in progress(passes, _n_batches(ds, bs, limit), "Firefly: scoring candidates", cfg.progress):
             x, y = x.to(device, memory_format=torch.channels_last), y.to(device)
             loss = cand.loss(x, y, gate_value, score=cfg.firefly_score_at)
             grads = torch.autograd.grad(loss, cand.score_inputs())
             for i in range(len(sums)):
                 sums[i][0].add_(grads[2 * i])
                 sums[i][1].add_(grads[2 * i + 1])
-            batches += 1
-        scores = [(s / max(batches, 1), n / max(batches, 1)) for s, n in sums]
+            n_scored += 1
+        scores = [(s / max(n_scored, 1), n / max(n_scored, 1)) for s, n in sums]
     finally:
         model.train(was_training)
     return cand, scores

@@ -37,11 +37,15 @@ def run_notebooks(preset_name: str, seeds=None, jobs: int = 2, log=print) -> lis
 
 
 def full_study(preset_name: str, seeds=None, jobs: int = 1, datasets=("cifar10", "cifar100"),
-               root: str = RESULTS_ROOT, log=print) -> None:
+               root: str = RESULTS_ROOT, log=print, cluster=None) -> None:
     """Every run the notebooks need, trained up front in one pool (progress in the terminal), then the analyses
-    the notebooks would otherwise compute (hyper/hypo E1-E4, Grad-CAM metrics), so that they only render."""
+    the notebooks would otherwise compute (hyper/hypo E1-E4, Grad-CAM metrics), so that they only render.
+    `cluster` (executors.ClusterOptions) sends the runs to submitit jobs instead; the analyses follow once every
+    run is done (executors.StudyIncomplete until then)."""
+    from .executors import runner_for
+    runner = runner_for(cluster, jobs, log)
     if preset_name == "fulldata":  # its own plan: seeds, the lambda sweep (replication/fulldata.py)
-        fulldata_study(jobs, root, log)
+        fulldata_study(jobs, root, log, runner=runner)
         from . import analysis, cam
         log("analyses: Grad-CAM metrics (5 seeds, 2 layers), hyper/hypo neurons E1-E4 ...")
         cam.metrics_study(preset_name, "cifar10", jobs=jobs, root=root)
@@ -58,7 +62,7 @@ def full_study(preset_name: str, seeds=None, jobs: int = 1, datasets=("cifar10",
         cfgs += main_configs(preset_name, ds, seeds)
     if "cifar10" in available:
         cfgs += ablation_configs(preset_name, "cifar10") + from_round0_configs(preset_name, "cifar10", seeds)
-    ensure(cfgs, results_dir(preset_name, root), jobs, log, then=then_fixed_at_final_widths)
+    ensure(cfgs, results_dir(preset_name, root), jobs, log, then=then_fixed_at_final_widths, runner=runner)
     if "cifar10" in available:
         from . import analysis, cam  # grad-cam's import takes seconds: only when the analyses run
         log("analyses: Grad-CAM metrics, hyper/hypo neurons E1-E4 ...")

@@ -63,15 +63,15 @@ def map_processes(fn, items, jobs: int, shared=None, label: str | None = None, l
     return out
 
 
-def _worker(cfg: Config, rdir: str) -> dict:
+def _worker(cfg: Config, rdir: str, device: str = "cpu") -> dict:
     from .train import run
-    return run(cfg, results_dir=rdir)
+    return run(cfg, results_dir=rdir, device=device)
 
 
-def _round0_worker(cfg: Config, rdir: str) -> None:
+def _round0_worker(cfg: Config, rdir: str, device: str = "cpu") -> None:
     """Round 0 of `cfg` only: leaves its checkpoint and the round-0 state its siblings fork from."""
     from .train import run
-    return run(cfg, results_dir=rdir, stop_after_epochs=cfg.epochs_per_round)
+    return run(cfg, results_dir=rdir, device=device, stop_after_epochs=cfg.epochs_per_round)
 
 
 def _shared_round0_leaders(pending: list[Config], rdir: str) -> list[Config]:
@@ -92,14 +92,16 @@ def longest_first(cfg: Config) -> int:
 
 
 def ensure(cfgs: list[Config], rdir: str, jobs: int = 1, log=print, train: bool = True, then=None,
-           order=None) -> list[dict]:
+           order=None, runner=None, device: str = "cpu") -> list[dict]:
     """Records of `cfgs` in order, followed by those of the configs `then(record)` names for each of them (e.g. a
     fixed network at the widths a Firefly run grew to), training the missing ones.
 
     Missing runs go to `jobs` processes of STUDY_THREADS_PER_RUN threads each (unless a config sets
     num_threads), longest first, and a follow-up starts as soon as its parent is done, so one pool serves a whole
     study. With train=False a missing record is an error. `order` (config -> int) overrides the start order of the
-    missing runs."""
+    missing runs. A `runner` (executors.runner_for) trains them as submitit jobs, or in this pool on its device."""
+    if runner is not None:
+        return runner.ensure(cfgs, rdir, log, train, then, order)
     then = then or (lambda record: [])
     cfgs = list(dict.fromkeys(cfgs))
     records = {c: load_cached(c, rdir) for c in cfgs}
@@ -130,7 +132,7 @@ def ensure(cfgs: list[Config], rdir: str, jobs: int = 1, log=print, train: bool 
         if jobs == 1:
             while pending:
                 c = pending.pop(0)
-                finished(c, _worker(c if c.num_threads else c.replace(num_threads=threads), rdir))
+                finished(c, _worker(c if c.num_threads else c.replace(num_threads=threads), rdir, device))
         else:
             # Runs that share a round 0 wait until one round-0 job has stored it, then fork from it.
             queue = [("round0", c) for c in _shared_round0_leaders(pending, rdir)] + [("run", c) for c in pending]
@@ -149,7 +151,8 @@ def ensure(cfgs: list[Config], rdir: str, jobs: int = 1, log=print, train: bool 
                         kind, c = ready[0]
                         queue.remove(ready[0])
                         todo = c if c.num_threads else c.replace(num_threads=threads)
-                        running[pool.submit(_round0_worker if kind == "round0" else _worker, todo, rdir)] = (kind, c)
+                        fn = _round0_worker if kind == "round0" else _worker
+                        running[pool.submit(fn, todo, rdir, device)] = (kind, c)
                     done, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
                     for fut in done:
                         kind, c = running.pop(fut)

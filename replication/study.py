@@ -157,10 +157,10 @@ def dataset_available(preset_name: str, dataset: str) -> bool:
         return False
 
 
-def fulldata_study(jobs: int = 2, root: str = RESULTS_ROOT, log=print, train: bool = True) -> dict:
+def fulldata_study(jobs: int = 2, root: str = RESULTS_ROOT, log=print, train: bool = True, runner=None) -> dict:
     """The full-data study (replication/fulldata.py): train what is missing, the lambda sweep first (its lambda
     unblocks ours), and return the records by part: {"sweep", "lambda_sim", "main", "ablations"}. With train=False
-    a missing run is an error."""
+    a missing run is an error. A `runner` trains them as submitit jobs (pool.ensure)."""
     rdir = results_dir(fulldata.PRESET, root)
     base = base_config(fulldata.PRESET, "cifar10")
     sweep = fulldata.sweep_configs(base)
@@ -168,9 +168,9 @@ def fulldata_study(jobs: int = 2, root: str = RESULTS_ROOT, log=print, train: bo
     def then(record):
         return [fixed_at_final_widths(record)] if fulldata.wants_fixed_follow_up(record) else []
     records = ensure(sweep + fulldata.independent_configs(base), rdir, jobs, log, train, then=then,
-                     order=fulldata.start_order)
+                     order=fulldata.start_order, runner=runner)
     lam = fulldata.chosen_lambda(records[:len(sweep)])
     log(f"lambda_sim chosen by the pre-registered rule on seeds {fulldata.SWEEP_SEEDS}: {lam:g}")
-    main = records[len(sweep):] + ensure(fulldata.ours_configs(base, lam), rdir, jobs, log, train)
+    main = records[len(sweep):] + ensure(fulldata.ours_configs(base, lam), rdir, jobs, log, train, runner=runner)
     return {"sweep": records[:len(sweep)], "lambda_sim": lam, "main": main,
-            "ablations": ensure(fulldata.ablation_configs(base), rdir, jobs, log, train)}
+            "ablations": ensure(fulldata.ablation_configs(base), rdir, jobs, log, train, runner=runner)}

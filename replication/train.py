@@ -10,17 +10,18 @@ import fractions
 import hashlib
 import math
 import os
-import sys
 import time
 
 import torch
 from torch import nn
 
 from . import data as data_mod
+from . import devices
 from . import records as res
 from .config import Config
 from .growth import carry_optimizer_state, snapshot_params
 from .models import build_model, count_flops, count_params, initial_widths, widths_of
+from .progress import progress
 from .similarity import constraint, model_stats
 from .strategies import grow
 
@@ -78,52 +79,65 @@ def lr_at(cfg: Config, epoch_in_round: int) -> float:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int, device) -> tuple[float, float]:
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int, device,
+             precision: str = "fp32") -> tuple[float, float]:
+    """(mean loss, top-1) on (x, y); the sums stay on the device and are read once."""
     was_training = model.training
     model.eval()
-    loss_sum, correct = 0.0, 0
+    device = torch.device(device)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
     for xb, yb in data_mod.eval_batches(x, y, batch_size):
         xb, yb = xb.to(device, memory_format=LAYOUT), yb.to(device)
-        out = model(xb)
-        loss_sum += nn.functional.cross_entropy(out, yb, reduction="sum").item()
-        correct += (out.argmax(1) == yb).sum().item()
+        with devices.autocast(precision, device):
+            out = model(xb)
+        # float64 sums of the float32 per-batch values: the same additions, in the same order, as summing Python
+        # floats of .item() (the project's first loop), so records stay bit-identical without a sync per batch.
+        loss_sum += nn.functional.cross_entropy(out.float(), yb, reduction="sum").double()
+        correct += (out.argmax(1) == yb).sum()
     model.train(was_training)
-    return loss_sum / len(y), correct / len(y)
+    return loss_sum.item() / len(y), correct.item() / len(y)
 
 
-def _progress(iterable, total, desc, enabled):
-    if not enabled or not sys.stderr.isatty():
-        return iterable
-    from tqdm import tqdm
-    return tqdm(iterable, total=total, desc=desc, leave=False)
+def train_epoch(model, optimizer, ds, cfg: Config, generator, device, sim_round: int | None, desc="",
+                step_model: nn.Module | None = None) -> dict:
+    """One pass over the training split; `sim_round` (not None) switches the similarity constraint on.
 
-
-def train_epoch(model, optimizer, ds, cfg: Config, generator, device, sim_round: int | None, desc="") -> dict:
-    """One pass over the training split; `sim_round` (not None) switches the similarity constraint on."""
+    Nothing is read back to the host inside the pass: the loss, accuracy and constraint sums stay on the device
+    and are read once at its end. So a non-finite loss is caught at the end of the epoch in which it appears (at
+    most one epoch late; before the checkpoint, so no diverged state is ever saved). `step_model` is the module
+    the forward pass calls (a torch.compile'd `model`), default `model`."""
     model.train()
+    device = torch.device(device)
+    step_model = model if step_model is None else step_model
     n_batches = math.ceil(len(ds.train_y) / cfg.batch_size)
-    loss_sum = sim_sum = 0.0
-    correct = seen = 0
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    sim_sum = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    seen = 0
     batches = data_mod.train_batches(ds.train_x, ds.train_y, cfg.batch_size, generator, cfg.augment)
-    for step, (xb, yb) in enumerate(_progress(batches, n_batches, desc, cfg.progress)):
+    for xb, yb in progress(batches, n_batches, desc, cfg.progress):
         xb, yb = xb.to(device, memory_format=LAYOUT), yb.to(device)
-        out = model(xb)
-        loss = nn.functional.cross_entropy(out, yb)
+        with devices.autocast(cfg.precision, device):
+            out = step_model(xb)
+        loss = nn.functional.cross_entropy(out.float(), yb)
         total = loss
-        if sim_round is not None:
+        if sim_round is not None:  # in fp32 outside autocast: bf16 cannot resolve similarities near 0
             sim = constraint(model, cfg.sim_variant, cfg.sim_scope, sim_round, cfg.sim_sample_rows)
             total = loss + cfg.lambda_sim * sim
-            sim_sum += sim.item() * len(yb)
-        if not torch.isfinite(total):
-            raise TrainingDiverged(f"loss became {total.item()} at {desc} step {step}: lower lr or lambda_sim")
+            sim_sum += sim.detach().double() * len(yb)
         optimizer.zero_grad(set_to_none=True)
         total.backward()
         optimizer.step()
-        loss_sum += loss.item() * len(yb)
-        correct += (out.argmax(1) == yb).sum().item()
+        loss_sum += loss.detach().double() * len(yb)
+        correct += (out.argmax(1) == yb).sum()
         seen += len(yb)
-    return {"train_loss": loss_sum / seen, "train_acc": correct / seen,
-            "sim_loss": sim_sum / seen if sim_round is not None else None}
+    sums = torch.stack([loss_sum, sim_sum, correct.double()]).tolist()  # the epoch's one read-back
+    if not all(math.isfinite(v) for v in sums[:2]):
+        raise TrainingDiverged(f"the loss became non-finite during {desc or 'an epoch'} (loss sum {sums[0]}, "
+                               f"constraint sum {sums[1]}): lower lr or lambda_sim")
+    return {"train_loss": sums[0] / seen, "train_acc": int(sums[2]) / seen,
+            "sim_loss": sums[1] / seen if sim_round is not None else None}
 
 
 def checkpoint_path(cfg: Config, results_dir: str) -> str:
@@ -171,7 +185,9 @@ def run(cfg: Config, results_dir: str = "results", device: str | torch.device = 
     cached = res.load_cached(cfg, results_dir)
     if cached is not None:
         return cached
-    ds = ds if ds is not None else data_mod.load_dataset(cfg)
+    devices.configure(cfg.precision, device, cfg.cudnn_benchmark)
+    # The uint8 data set moves to the device once; batches are then cut and augmented there (data.train_batches).
+    ds = (ds if ds is not None else data_mod.load_dataset(cfg)).to(device)
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.arch, initial_widths(cfg), ds.num_classes, cfg.init).to(device, memory_format=LAYOUT)
     optimizer = make_optimizer(model, cfg)
@@ -210,7 +226,9 @@ def run(cfg: Config, results_dir: str = "results", device: str | torch.device = 
         if r > 0 and cfg.grows and start_epoch == 0:
             before = snapshot_params(model)
             g_t = time.perf_counter()
-            growth = grow(model, cfg, ds, r, generator_for(cfg.seed, "grow", r), device)
+            with devices.autocast(cfg.precision, device):
+                growth = grow(model, cfg, ds, r, generator_for(cfg.seed, "grow", r), device)
+            devices.synchronize(device)
             growth["time_s"] = time.perf_counter() - g_t
             model.to(memory_format=LAYOUT)  # growth writes contiguous tensors; parameters stay the same objects
             if cfg.rebuild_optimizer:
@@ -222,17 +240,20 @@ def run(cfg: Config, results_dir: str = "results", device: str | torch.device = 
             record["rounds"].append({"round": r, "growth": growth})
         train_macs = count_flops(model) * len(ds.train_y)
         sim_round = r if cfg.lambda_sim > 0 and r >= cfg.sim_from_round else None
+        # Compiled once per round: every growth step changes the shapes (docs/performance.md weighs the cost).
+        step_model = torch.compile(model, dynamic=False) if cfg.compile_model else model
         for e in range(start_epoch, cfg.epochs_per_round):
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(cfg, e)
             desc = f"round {r + 1}/{cfg.rounds} epoch {e + 1}/{cfg.epochs_per_round}"
             t_epoch = time.perf_counter()
             metrics = train_epoch(model, optimizer, ds, cfg, generator_for(cfg.seed, "epoch", r, e), device,
-                                  sim_round, desc)
+                                  sim_round, desc, step_model)
             last_of_round = e == cfg.epochs_per_round - 1
             test_loss = test_acc = None
             if cfg.eval_every_epoch or last_of_round:
-                test_loss, test_acc = evaluate(model, ds.test_x, ds.test_y, cfg.eval_batch_size, device)
+                test_loss, test_acc = evaluate(model, ds.test_x, ds.test_y, cfg.eval_batch_size, device,
+                                               cfg.precision)
             train_flops += TRAIN_FLOPS_PER_MAC * train_macs
             record["epochs"].append({"round": r, "epoch": e, "lr": optimizer.param_groups[0]["lr"], **metrics,
                                      "test_loss": test_loss, "test_acc": test_acc,

@@ -117,3 +117,26 @@ def test_real_cifar10_verifies_by_pixel_fingerprint_or_md5(cifar10_dir):
     assert set(ds.provenance["verification"].values()) <= {"official-md5", "pixel-sha256"}
     assert torch.bincount(ds.test_y).tolist() == [1000] * 10
     assert ds.classes[0] == "airplane"
+
+
+def _lazy_pipeline(x, y, batch_size, generator, limit=None):
+    """The pipeline as first written: each batch's crop and flip drawn when the batch is cut."""
+    perm = torch.randperm(len(y), generator=generator)
+    perm = perm[:limit] if limit is not None else perm
+    for start in range(0, len(perm), batch_size):
+        idx = perm[start:start + batch_size]
+        yield data.normalise(augment_batch(x[idx], generator)), y[idx]
+
+
+@pytest.mark.parametrize("limit", [None, 150])
+def test_drawing_a_pass_up_front_changes_no_batch(synthetic, limit):
+    # The device-resident pipeline draws a whole pass first; a seed must still mean the same batches and crops.
+    got = list(train_batches(synthetic.train_x, synthetic.train_y, 64, torch.Generator().manual_seed(7),
+                             limit=limit))
+    want = list(_lazy_pipeline(synthetic.train_x, synthetic.train_y, 64, torch.Generator().manual_seed(7), limit))
+    assert len(got) == len(want) > 1
+    assert all(torch.equal(a, c) and torch.equal(b, d) for (a, b), (c, d) in zip(got, want))
+
+
+def test_dataset_to_cpu_is_the_same_object(synthetic):
+    assert synthetic.to("cpu") is synthetic

@@ -11,9 +11,9 @@ PACKAGE = os.path.dirname(replication.__file__)
 # 0 core (and run records on disk) -> 1 training -> 2 experiments -> 3 rendering -> 4 entry points
 LAYERS = {
     0: {"config", "records", "stats", "data", "models", "growth", "firefly", "strategies", "similarity",
-        "corruptions", "params", "candidates"},
+        "corruptions", "params", "candidates", "devices", "progress"},
     1: {"train"},
-    2: {"pool", "study", "fulldata", "analysis", "cam", "adaptation", "neurons"},
+    2: {"pool", "study", "fulldata", "analysis", "cam", "adaptation", "neurons", "executors"},
     3: {"tables", "plots"},
     4: {"cli", "pipeline", "__main__", "__init__"},
 }

@@ -2,6 +2,7 @@ import json
 import os
 
 import pytest
+import torch
 
 from replication import cli
 from replication.config import SMOKE
@@ -149,3 +150,38 @@ def test_lr_drops_follow_firefly_integer_rule(epochs, want):
     from replication.train import lr_drop_epochs
     # Firefly decays after 1-indexed epochs E//2 - 1 and E//4*3 - 1; a drop "after epoch 0" never happens
     assert lr_drop_epochs(SMOKE.replace(epochs_per_round=epochs)) == want
+
+
+def test_bf16_precision_trains_is_recorded_and_keyed(tmp_path, tiny_cfg):
+    fp32 = tiny_cfg.replace(method="fixed", rounds=1)
+    assert fp32.replace(precision="fp32").key() == fp32.key()  # the default leaves every existing key unchanged
+    bf16 = fp32.replace(precision="bf16")
+    assert bf16.key() != fp32.key()
+    a = run(fp32, results_dir=str(tmp_path), log=lambda *a: None)
+    b = run(bf16, results_dir=str(tmp_path), log=lambda *a: None)
+    assert b["config"]["precision"] == "bf16" and a["config"]["precision"] == "fp32"
+    assert b["epochs"][0]["train_loss"] != a["epochs"][0]["train_loss"]  # bf16 autocast really ran
+    assert abs(b["epochs"][-1]["train_loss"] - a["epochs"][-1]["train_loss"]) < 0.2
+
+
+def test_tf32_on_a_cpu_is_one_clear_error(tmp_path, tiny_cfg):
+    with pytest.raises(ValueError, match="tf32"):
+        run(tiny_cfg.replace(precision="tf32"), results_dir=str(tmp_path), log=lambda *a: None)
+    assert not os.path.exists(os.path.join(str(tmp_path), "checkpoints"))
+
+
+def test_compile_model_compiles_once_per_round(tmp_path, tiny_cfg, monkeypatch):
+    # torch.compile itself takes a minute on a CPU; this checks when it is applied (once per round, so that each
+    # growth step's new shapes get a fresh graph) and that the compiled module is the one that trains.
+    calls = []
+
+    def fake_compile(model, **kwargs):
+        calls.append(([u.width for u in model.units()], kwargs))
+        return model
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    cfg = tiny_cfg.replace(compile_model=True)
+    rec = run(cfg, results_dir=str(tmp_path), log=lambda *a: None)
+    assert [w for w, _ in calls] == [r["widths"] for r in rec["rounds"]]
+    assert all(kw == {"dynamic": False} for _, kw in calls)
+    plain = run(tiny_cfg, results_dir=str(tmp_path), log=lambda *a: None)
+    assert rec["final"] == plain["final"] and cfg.key() != tiny_cfg.key()
