@@ -185,18 +185,21 @@ class Config:
         """Short stable hash of every result-relevant field: equal keys mean the same experiment. A field added
         after records were committed is left out while it has its default (KEY_OMITTED_AT_DEFAULT), so adding it
         leaves every existing key, hence every committed record, valid (tests/test_config.py pins them)."""
+        return _short_hash(self._keyed_fields())
+
+    def _keyed_fields(self) -> dict:
         fields = self.result_fields()
         for f in dataclasses.fields(self):
             if f.name in KEY_OMITTED_AT_DEFAULT and fields[f.name] == f.default:
                 del fields[f.name]
-        return _short_hash(fields)
+        return fields
 
     def round0_key(self) -> str | None:
         """Hash of everything that shapes round 0, or None when round 0 is this run's own (one round, or the
         constraint already on in round 0)."""
         if self.rounds < 2 or (self.lambda_sim > 0 and self.sim_from_round == 0):
             return None
-        return _short_hash({k: v for k, v in self.result_fields().items()
+        return _short_hash({k: v for k, v in self._keyed_fields().items()
                             if k not in AFTER_ROUND0_FIELDS and not k.startswith("firefly_")})
 
     def name(self) -> str:

@@ -91,6 +91,22 @@ def test_every_committed_record_keeps_its_key():
         assert Config.from_dict(rec["config"]).key() == rec["config_key"], path
 
 
+def test_every_committed_round0_state_keeps_its_key():
+    """Runs fork from committed shared rounds 0 by `round0_key`: a new field must leave those keys unchanged too."""
+    import glob
+    import os
+
+    import torch
+
+    from replication.records import REPO_ROOT
+    paths = sorted(glob.glob(os.path.join(REPO_ROOT, "results", "*", "round0", "*.pt")))
+    assert paths, "the fulldata study commits its shared rounds 0"
+    for path in paths:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        assert Config.from_dict(state["record"]["config"]).round0_key() == state["round0_key"], path
+        assert path.endswith(f"-{state['round0_key']}.pt")
+
+
 def test_a_field_at_its_default_can_be_left_out_of_the_key(monkeypatch):
     from replication import config
     base = SMOKE.key()
