@@ -110,3 +110,11 @@ def test_slurm_options_become_sbatch_lines(tmp_path):
 def test_bad_cluster_options_are_one_clear_error(bad, match):
     with pytest.raises(ValueError, match=match):
         ClusterOptions(**bad)
+
+
+def test_cli_rejects_bad_cluster_options_before_submitting_anything(tmp_path, capsys):
+    from replication import cli
+    assert cli.main(["study", "--preset", "smoke", "--executor", "slurm", "--sbatch", "account"]) == 2
+    assert "KEY=VALUE" in capsys.readouterr().err
+    assert cli.main(["study", "--preset", "smoke", "--executor", "local", "--cpus-per-job", "0"]) == 2
+    assert "cpus_per_job" in capsys.readouterr().err
