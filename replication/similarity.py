@@ -164,8 +164,9 @@ def constraint(model: nn.Module, variant: str, scope: str, latest_round: int,
 
 @torch.no_grad()
 def layer_stats(weight: torch.Tensor) -> dict:
-    """Summary of one layer's off-diagonal similarities (zero rows excluded), for the results files."""
-    w = weight.flatten(1)
+    """Summary of one layer's off-diagonal similarities (zero rows excluded), for the results files. Computed on
+    the CPU whatever the weights' device: the same numbers for a GPU run as for a CPU run of the same weights."""
+    w = weight.detach().flatten(1).cpu()
     w = w[w.norm(dim=1) > 0]
     if len(w) < 2:
         return {"n_neurons": len(w)}
