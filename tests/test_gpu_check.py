@@ -37,3 +37,15 @@ def test_protocol_widths_grow_by_the_ratio_and_stop_at_full(gpu_check):
     totals = [sum(w) for w in widths]
     assert all(b > a for a, b in zip(totals, totals[1:]))
     assert all(w <= f for ws in widths for w, f in zip(ws, full_widths("vgg19")))
+
+
+def test_projection_arithmetic_on_given_figures(gpu_check):
+    # With one speed for every round, a Firefly run is 1,760 epochs of (50,000 + 10,000 / 3) images plus 10 growth
+    # steps of the measured length; the study adds the other methods' runs and the follow-ups.
+    from replication.config import PAPER
+    v, growth = 5000.0, 100.0
+    train = {"per_round": [v] * PAPER.rounds, "full": v, "overhead": 0.0}
+    firefly_s, total = gpu_check.project(train, growth, dry=False, log=lambda *a: None)
+    epoch_s = (50_000 + 10_000 / 3) / v
+    assert firefly_s == pytest.approx(PAPER.rounds * PAPER.epochs_per_round * epoch_s + (PAPER.rounds - 1) * growth)
+    assert total > 10 * firefly_s  # 42 runs, most of them growing
