@@ -105,8 +105,8 @@ def then_fixed_at_final_widths(record: dict) -> list[Config]:
 def main_study(preset_name: str, dataset: str, seeds=None, jobs: int = 1, root: str = RESULTS_ROOT,
                log=print, train: bool = True) -> list[dict]:
     """The main table's runs, then one fixed network per Firefly run at its final widths."""
-    if preset_name == fulldata.PRESET:
-        return fulldata_study(jobs, root, log, train)["main"]
+    if preset_name == fulldata.PRESET:  # CIFAR-10 only: no CIFAR-100 table at this scale
+        return fulldata_study(jobs, root, log, train)["main"] if dataset == "cifar10" else []
     seeds = tuple(seeds) if seeds else DEFAULT_SEEDS[preset_name]
     return ensure(main_configs(preset_name, dataset, seeds), results_dir(preset_name, root), jobs, log, train,
                   then=then_fixed_at_final_widths)

@@ -100,6 +100,16 @@ def write_table(table, name: str, out_dir: str, caption: str = "", floatfmt: str
     return paths
 
 
+# README sections rendered from committed records: the fulldata table is the headline, quick the fast default.
+README_SECTIONS = {"fulldata": "results-fulldata-{dataset}", "quick": "results-{dataset}"}
+
+
+def readme_section(preset_name: str, dataset: str) -> str | None:
+    """The README marker a preset's main table is rendered into (None: that preset's table is not in the README)."""
+    template = README_SECTIONS.get(preset_name)
+    return template.format(dataset=dataset) if template else None
+
+
 def update_readme_section(readme_path: str, marker: str, body: str) -> bool:
     """Replace the text between <!-- marker:start --> and <!-- marker:end -->; True if the file changed."""
     start, end = f"<!-- {marker}:start -->", f"<!-- {marker}:end -->"

@@ -38,3 +38,11 @@ def test_every_committed_run_is_complete_and_stamped():
     for r in records:
         assert r["status"] == "complete" and r["provenance"]["versions"]["torch"]
         assert os.path.isfile(os.path.join(RDIR, "runs", r["name"] + ".pt"))
+
+
+def test_each_readme_results_section_has_its_markers():
+    readme = open(os.path.join(REPO_ROOT, "README.md")).read()
+    for preset in tables.README_SECTIONS:
+        marker = tables.readme_section(preset, "cifar10")
+        assert f"<!-- {marker}:start -->" in readme and f"<!-- {marker}:end -->" in readme, marker
+    assert tables.readme_section("smoke", "cifar10") is None  # CI's smoke runs never touch the README
