@@ -20,9 +20,13 @@ import os
 import time
 from dataclasses import dataclass
 
+import submitit
+import submitit.helpers
+
 from .config import Config
 from .pool import ensure, longest_first
 from .records import atomic_write_text, load_cached
+from .train import round0_path
 
 EXECUTORS = ("inline", "local", "slurm")
 # Slurm states in which a job may still write its record (sacct's names; UNKNOWN: sacct has not seen it yet).
@@ -80,12 +84,7 @@ def slurm_parameters(opts: ClusterOptions) -> dict:
     return params
 
 
-def _checkpointable():
-    from submitit.helpers import Checkpointable
-    return Checkpointable
-
-
-class RunJob(_checkpointable()):
+class RunJob(submitit.helpers.Checkpointable):
     """One run as a submitit job. Requeued on preemption or timeout (submitit's default `checkpoint` resubmits the
     same call), it resumes from the run's own per-epoch checkpoint on disk."""
 
@@ -139,7 +138,6 @@ class SubmititRunner:
 
     # -- submission ------------------------------------------------------------------------------------------
     def _executor(self, rdir: str):
-        import submitit
         folder = os.path.join(rdir, "jobs", "%j")
         if self.opts.executor == "local":
             ex = submitit.LocalExecutor(folder)
@@ -149,7 +147,7 @@ class SubmititRunner:
             ex.update_parameters(**slurm_parameters(self.opts))
         return ex
 
-    def _submit(self, items: list[tuple[str, Config]], rdir: str, ledger: Ledger) -> None:
+    def _submit(self, items: list[tuple[str, Config]], rdir: str, ledger: Ledger, log) -> None:
         if not items:
             return
         ex = self._executor(rdir)
@@ -163,7 +161,7 @@ class SubmititRunner:
             self.jobs[key] = job
             ledger.add(key, self.opts.executor, str(job.job_id), kind, str(job.paths.stderr))
         self.submitted += len(items)
-        self.log(f"submitted {len(items)} job(s) ({self.opts.executor}): "
+        log(f"submitted {len(items)} job(s) ({self.opts.executor}): "
                  + ", ".join(f"{_ledger_name(k, c)} [{j.job_id}]" for (k, c), j in zip(items, jobs)))
 
     def _active(self, key: str, ledger: Ledger) -> bool:
@@ -174,13 +172,11 @@ class SubmititRunner:
             return False
         if entry["executor"] == "local":
             return _local_alive(entry["job_id"])
-        import submitit
         job = submitit.SlurmJob(os.path.join(os.path.dirname(ledger.path), "%j"), entry["job_id"])
         return job.state.split()[0] in SLURM_ACTIVE
 
     # -- the study ---------------------------------------------------------------------------------------------
     def ensure(self, cfgs: list[Config], rdir: str, log=None, train: bool = True, then=None, order=None) -> list[dict]:
-        from .train import round0_path
         log = log or self.log
         then = then or (lambda record: [])
         cfgs = list(dict.fromkeys(cfgs))
@@ -219,7 +215,7 @@ class SubmititRunner:
             batch = [("round0", c) for c in leaders if _ledger_name("round0", c) not in self.jobs
                      and not self._active(_ledger_name("round0", c), ledger)]
             batch += [("run", c) for c in todo if c not in blocked]
-            self._submit(batch, rdir, ledger)
+            self._submit(batch, rdir, ledger, log)
             active = [c for c in missing if self._active(_ledger_name("run", c), ledger)
                       or self._active(_ledger_name("round0", c), ledger)]
             if not self.opts.wait or (not active and not batch):
@@ -234,7 +230,6 @@ class SubmititRunner:
 
     def status_table(self, missing: list[Config], rdir: str, ledger: Ledger) -> tuple[str, int]:
         from tabulate import tabulate
-        from .train import round0_path
         rows, failed = [], 0
         for c in missing:
             run_key, r0_key = _ledger_name("run", c), _ledger_name("round0", c)
