@@ -259,3 +259,22 @@ def test_selection_keeps_n_plus_one_per_group_like_firefly():
     assert groups == [[0, 1, 2, 3], list(range(4, 14))] and quotas == [int(128 * 0.3) + 1, int(320 * 0.3) + 1]
     assert selection_quotas(mobile, SMOKE.replace(firefly_grouped_selection=False, firefly_keep_extra=0)) == (
         [list(range(14))], [int(448 * 0.3)])
+
+
+def test_firefly_candidate_passes_never_wait_for_the_device(monkeypatch):
+    # Both candidate passes queue their work without one host read-back (.item/.tolist/bool), however long they are.
+    from replication.data import synthetic_cifar
+    from replication.firefly import candidate_scores
+    reads = []
+    for name in ("item", "tolist", "__bool__"):
+        original = getattr(torch.Tensor, name)
+
+        def counted(self, *args, _original=original, _name=name, **kwargs):
+            reads.append(_name)
+            return _original(self, *args, **kwargs)
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    ds = synthetic_cifar(10, 40, 5)
+    for images in (128, 384):
+        cfg = SMOKE.replace(firefly_candidate_images=images, firefly_candidate_batch_size=32)
+        candidate_scores(build_model("vgg11", [6] * 8, 10), ds, cfg, torch.Generator().manual_seed(0), "cpu")
+    assert reads == []
