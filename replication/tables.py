@@ -77,7 +77,9 @@ def render_main(records: list[dict], dataset: str, preset_name: str) -> tuple:
 
 def render_ablations(records: list[dict], preset_name: str) -> tuple:
     table = ablation_table(records)
-    caption = f"Ablations (CIFAR-10, {preset_name} preset, seed 0): last-epoch top-1 and final similarity statistics."
+    seeds = sorted({r["config"]["seed"] for r in records})
+    which = f"seed {seeds[0]}" if len(seeds) == 1 else "seeds " + ", ".join(map(str, seeds)) + ": see the seed column"
+    caption = f"Ablations (CIFAR-10, {preset_name} preset, {which}): last-epoch top-1 and final similarity statistics."
     return table, caption, f"{caption}\n\n{table.to_markdown(index=False, floatfmt='.4g')}"
 
 
