@@ -10,9 +10,45 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+from replication import fulldata  # noqa: E402
 from replication.config import Config  # noqa: E402
-from replication.study import results_dir  # noqa: E402
+from replication.study import base_config, method_label, results_dir  # noqa: E402
 from replication.train import round0_path  # noqa: E402
+
+
+def fulldata_remaining(records: list[dict], own_s: dict[str, float], round0_s: list[float]) -> tuple[int, float]:
+    """(runs left, estimated CPU seconds) of the fulldata plan: each missing run at the mean own time of the finished
+    runs with its method label (growing runs: any growing run's mean), plus one shared round 0 per new seed."""
+    base = base_config(fulldata.PRESET, "cifar10")
+    done = {r["config_key"] for r in records}
+    lam = fulldata.chosen_lambda([r for r in records if r["config"]["seed"] in fulldata.SWEEP_SEEDS])
+    plan = (fulldata.sweep_configs(base) + fulldata.independent_configs(base) + fulldata.ours_configs(base, lam)
+            + fulldata.ablation_configs(base))
+    followups = [c.replace(method="fixed", start_width=None) for c in plan
+                 if c.method == "firefly" and c.firefly_score_at == "full" and c.seed in fulldata.OTHER_SEEDS]
+    by_label: dict[str, list[float]] = {}
+    for r in records:
+        by_label.setdefault(method_label(r["config"]), []).append(own_s[r["name"]])
+    growing = [v for k, vs in by_label.items() if not k.startswith("fixed") for v in vs]
+
+    mean_round0 = sum(round0_s) / len(round0_s) if round0_s else 0.0
+
+    def estimate(label: str) -> float:
+        if label == "fixed (compact)" and label not in by_label:  # its later rounds have round 0's widths
+            return (base.rounds - 1) * mean_round0
+        if label == "ours (from round 0)" and label not in by_label:  # no shared round 0: it trains its own
+            return sum(growing) / len(growing) + mean_round0
+        vs = by_label.get(label) or (by_label.get("firefly") if label.startswith("fixed (Firefly") else None) or growing
+        return sum(vs) / len(vs)
+    missing = [c for c in plan if c.key() not in done]
+    done_followups = {r["config"]["seed"] for r in records if method_label(r["config"]).startswith("fixed (Firefly")}
+    left_followups = [c for c in followups if c.seed not in done_followups]
+    seconds = sum(estimate(method_label(c)) for c in missing)
+    seconds += len(left_followups) * estimate("fixed (Firefly's final widths)")
+    rdir = results_dir(fulldata.PRESET)
+    new_round0 = {round0_path(c, rdir) for c in missing if round0_path(c, rdir)}
+    seconds += sum(not os.path.isfile(p) for p in new_round0) * mean_round0
+    return len(missing) + len(left_followups), seconds
 
 
 def main(preset: str = "fulldata", jobs: int = 2) -> None:
@@ -23,6 +59,7 @@ def main(preset: str = "fulldata", jobs: int = 2) -> None:
         return
     shared_round0: dict[str, float] = {}
     own = 0.0
+    own_s: dict[str, float] = {}
     print(f"{'run':58s} {'own s':>8s} {'growth s':>9s} {'top-1':>6s}")
     for r in records:
         round0 = sum(e["time_s"] for e in r["epochs"] if e["round"] == 0)
@@ -34,12 +71,18 @@ def main(preset: str = "fulldata", jobs: int = 2) -> None:
         if is_shared:
             shared_round0[shared] = round0
         own += mine
+        own_s[r["name"]] = mine
         print(f"{r['name']:58s} {mine:8.0f} {growth:9.0f} {100 * r['final']['test_acc']:6.2f}")
     total = own + sum(shared_round0.values())
     print(f"{len(records)} complete runs; {len(shared_round0)} shared rounds 0 counted once "
           f"({sum(shared_round0.values()):.0f} s)")
     print(f"CPU time (one thread per run): {total / 3600:.2f} h; wall time with {jobs} processes: "
           f"{total / 3600 / jobs:.2f} h (if the pool were always full)")
+    if preset == fulldata.PRESET:
+        n, left = fulldata_remaining(records, own_s, list(shared_round0.values()))
+        print(f"left of the plan: {n} runs, ~{left / 3600:.2f} CPU-h (mean own time of finished runs of the same "
+              f"kind) -> ~{left / 3600 / jobs:.2f} h wall; projected study total ~{(total + left) / 3600 / jobs:.2f} h "
+              f"wall, before the analyses and the runs in progress' lost epochs")
 
 
 if __name__ == "__main__":
