@@ -18,7 +18,7 @@ export REPLICATION_DATA ?= $(CURDIR)/data
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
-	@echo "variables: PRESET=smoke|quick|paper (figures, default quick), JOBS=2 (parallel runs)"
+	@echo "variables: PRESET=smoke|quick|fulldata|paper (default quick), JOBS=2 (parallel runs), EXECUTOR=inline|local|slurm, EXECUTOR_ARGS, DEVICE=cuda (gpu-check)"
 
 $(STAMP): requirements.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "python >= 3.10 needed")'
