@@ -118,3 +118,13 @@ def test_cli_rejects_bad_cluster_options_before_submitting_anything(tmp_path, ca
     assert "KEY=VALUE" in capsys.readouterr().err
     assert cli.main(["study", "--preset", "smoke", "--executor", "local", "--cpus-per-job", "0"]) == 2
     assert "cpus_per_job" in capsys.readouterr().err
+
+
+def test_runner_for_picks_the_pool_or_submitit(tmp_path):
+    from replication.executors import InlineRunner, runner_for
+    assert runner_for(None) is None and runner_for(ClusterOptions()) is None  # the pool on the CPU, as before
+    on_gpu = runner_for(ClusterOptions(device="cuda"), jobs=2)
+    assert isinstance(on_gpu, InlineRunner) and (on_gpu.jobs, on_gpu.device) == (2, "cuda")
+    assert isinstance(runner_for(_local()), SubmititRunner)
+    inline = InlineRunner(1, "cpu").ensure([SMOKE.replace(method="fixed", rounds=1)], str(tmp_path))
+    assert inline[0]["status"] == "complete" and inline[0]["provenance"]["device"]
