@@ -20,6 +20,21 @@ def tiny_cfg():
                          synthetic_test_per_class=20, progress=False, num_threads=1)
 
 
+@pytest.fixture
+def host_reads(monkeypatch):
+    """The names of the tensor methods that read a value back to the host (.item, .tolist, bool()), one entry per
+    call while the test runs: on a GPU each one waits for the queued kernels."""
+    reads = []
+    for name in ("item", "tolist", "__bool__"):
+        original = getattr(torch.Tensor, name)
+
+        def counted(self, *args, _original=original, _name=name, **kwargs):
+            reads.append(_name)
+            return _original(self, *args, **kwargs)
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    return reads
+
+
 @pytest.fixture(scope="session")
 def synthetic():
     return synthetic_cifar(10, 40, 20, seed=0)

@@ -187,22 +187,15 @@ def test_compile_model_compiles_once_per_round(tmp_path, tiny_cfg, monkeypatch):
     assert rec["final"] == plain["final"] and cfg.key() != tiny_cfg.key()
 
 
-def test_an_epoch_reads_back_to_the_host_once(tiny_cfg, synthetic, monkeypatch):
-    # On a GPU every .item(), .tolist() or bool(tensor) waits for the queue to drain; an epoch (constraint on) and an
-    # evaluation must each do it once, at their end, however many batches they have.
+def test_an_epoch_reads_back_to_the_host_once(tiny_cfg, synthetic, host_reads):
+    # An epoch (constraint on) and an evaluation each read back once, at their end, however many batches they have.
     from replication.models import build_model
     from replication.train import evaluate, make_optimizer, train_epoch
-    reads = []
-    for name in ("item", "tolist", "__bool__"):
-        original = getattr(torch.Tensor, name)
-
-        def counted(self, *args, _original=original, _name=name, **kwargs):
-            reads.append(_name)
-            return _original(self, *args, **kwargs)
-        monkeypatch.setattr(torch.Tensor, name, counted)
+    reads = host_reads
     cfg = tiny_cfg.replace(method="ours", lambda_sim=1.0, batch_size=32)
     model = build_model(cfg.arch, [8] * 8, 10)
     opt = make_optimizer(model, cfg)
+    reads.clear()
     metrics = train_epoch(model, opt, synthetic, cfg, torch.Generator().manual_seed(0), "cpu", sim_round=1)
     assert len(synthetic.train_y) // 32 > 10 and metrics["sim_loss"] > 0
     assert reads == ["tolist"]
