@@ -24,9 +24,10 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # firefly_memory, beside this script
+from firefly_memory import candidate_step  # noqa: E402
 from replication import data as data_mod  # noqa: E402
 from replication import devices  # noqa: E402
-from replication.candidates import SCORE_GATE, CandidateNetwork  # noqa: E402
 from replication.config import PAPER, SMOKE  # noqa: E402
 from replication.firefly import candidate_scores, firefly_grow  # noqa: E402
 from replication.models import build_model, full_widths, widths_of  # noqa: E402
@@ -183,15 +184,7 @@ def memory_peak(device, dry, log):
     model = build_model("vgg19", widths, 10).eval().to(device, memory_format=LAYOUT)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    cand = CandidateNetwork(model, PAPER, torch.Generator().manual_seed(0))  # on the model's device
-    x = torch.randn(128, 3, 32, 32, device=device).contiguous(memory_format=LAYOUT)
-    y = torch.randint(0, 10, (128,), device=device)
-    cand.loss(x, y, 1.0).backward()
-    for c in cand.cands:
-        for t in c.tensors():
-            t.requires_grad_(False)
-    gate = 1.0 if PAPER.firefly_score_at == "full" else SCORE_GATE
-    torch.autograd.grad(cand.loss(x, y, gate, score=PAPER.firefly_score_at), cand.score_inputs())
+    candidate_step(model, PAPER, 128)
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated(device) / 2 ** 30
         log(f"   candidate net at full VGG-19 widths, K={PAPER.firefly_new_per_layer}, batch 128: peak GPU memory "

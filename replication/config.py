@@ -196,8 +196,11 @@ class Config:
 
     def round0_key(self) -> str | None:
         """Hash of everything that shapes round 0, or None when round 0 is this run's own (one round, or the
-        constraint already on in round 0)."""
+        constraint already on in round 0, or a fixed net at explicit widths: growing runs start from
+        `start_width`, so no other run of a study starts where it does)."""
         if self.rounds < 2 or (self.lambda_sim > 0 and self.sim_from_round == 0):
+            return None
+        if self.method == "fixed" and self.widths is not None:
             return None
         return _short_hash({k: v for k, v in self._keyed_fields().items()
                             if k not in AFTER_ROUND0_FIELDS and not k.startswith("firefly_")})

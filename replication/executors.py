@@ -24,7 +24,7 @@ import submitit
 import submitit.helpers
 
 from .config import Config
-from .pool import ensure, longest_first
+from .pool import ensure, longest_first, shared_round0_leaders
 from .records import atomic_write_text, load_cached
 from .train import round0_path
 
@@ -196,6 +196,7 @@ class SubmititRunner:
         missing = [c for c in needed if records.get(c) is None]
         if missing and not train:
             raise FileNotFoundError(f"{len(missing)} run(s) missing from {rdir}: {[c.name() for c in missing]}")
+        active: set[str] = set()
         while True:
             collect()
             missing = sorted((c for c in needed if records.get(c) is None), key=order or longest_first)
@@ -205,39 +206,36 @@ class SubmititRunner:
             todo = [c for c in missing if _ledger_name("run", c) not in self.jobs
                     and not self._active(_ledger_name("run", c), ledger)]
             # Runs sharing a round 0 that is not stored yet: one round-0 job per group; the group waits for it.
-            groups: dict[str, list[Config]] = {}
-            for c in todo:
-                path = round0_path(c, rdir)
-                if path and not os.path.isfile(path):
-                    groups.setdefault(c.round0_key(), []).append(c)
-            blocked = {c for members in groups.values() if len(members) > 1 for c in members}
-            leaders = [members[0] for members in groups.values() if len(members) > 1]
+            leaders = shared_round0_leaders(todo, rdir)
+            shared = {c.round0_key() for c in leaders}
             batch = [("round0", c) for c in leaders if _ledger_name("round0", c) not in self.jobs
                      and not self._active(_ledger_name("round0", c), ledger)]
-            batch += [("run", c) for c in todo if c not in blocked]
+            batch += [("run", c) for c in todo if c.round0_key() not in shared]
             self._submit(batch, rdir, ledger, log)
-            active = [c for c in missing if self._active(_ledger_name("run", c), ledger)
-                      or self._active(_ledger_name("round0", c), ledger)]
+            # One state query per job and pass (on Slurm each is an sacct lookup); the status table reuses them.
+            active = {key for c in missing for key in (_ledger_name("run", c), _ledger_name("round0", c))
+                      if self._active(key, ledger)}
             if not self.opts.wait or (not active and not batch):
                 break
             time.sleep(self.opts.poll_s)
         collect()
         missing = [c for c in needed if records.get(c) is None]
         if missing:
-            raise StudyIncomplete(*self.status_table(missing, rdir, ledger))
+            raise StudyIncomplete(*self.status_table(missing, rdir, ledger, active))
         extra = [f for c in cfgs for f in followups.get(c, [])]
         return [records[c] for c in cfgs] + [records[f] for f in dict.fromkeys(extra)]
 
-    def status_table(self, missing: list[Config], rdir: str, ledger: Ledger) -> tuple[str, int]:
+    def status_table(self, missing: list[Config], rdir: str, ledger: Ledger, active: set[str]) -> tuple[str, int]:
+        """`active`: the ledger names of the jobs still queued or running, as `ensure` last saw them."""
         from tabulate import tabulate
         rows, failed = [], 0
         for c in missing:
             run_key, r0_key = _ledger_name("run", c), _ledger_name("round0", c)
             r0_missing = round0_path(c, rdir) is not None and not os.path.isfile(round0_path(c, rdir))
             key = run_key
-            if self._active(run_key, ledger):
+            if run_key in active:
                 state = "running"
-            elif self._active(r0_key, ledger):
+            elif r0_key in active:
                 state, key = "waiting for its round 0", r0_key
             elif run_key in ledger.entries:
                 state = "failed"

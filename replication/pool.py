@@ -74,7 +74,7 @@ def _round0_worker(cfg: Config, rdir: str, device: str = "cpu") -> None:
     return run(cfg, results_dir=rdir, device=device, stop_after_epochs=cfg.epochs_per_round)
 
 
-def _shared_round0_leaders(pending: list[Config], rdir: str) -> list[Config]:
+def shared_round0_leaders(pending: list[Config], rdir: str) -> list[Config]:
     """One config per round-0 key that two or more pending runs share and nobody has trained yet."""
     from .train import round0_path
     groups: dict[str, list[Config]] = {}
@@ -135,7 +135,7 @@ def ensure(cfgs: list[Config], rdir: str, jobs: int = 1, log=print, train: bool 
                 finished(c, _worker(c if c.num_threads else c.replace(num_threads=threads), rdir, device))
         else:
             # Runs that share a round 0 wait until one round-0 job has stored it, then fork from it.
-            queue = [("round0", c) for c in _shared_round0_leaders(pending, rdir)] + [("run", c) for c in pending]
+            queue = [("round0", c) for c in shared_round0_leaders(pending, rdir)] + [("run", c) for c in pending]
             pending.clear()
             waiting_on = {c.round0_key() for kind, c in queue if kind == "round0"}
             with cf.ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as pool:

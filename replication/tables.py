@@ -67,9 +67,11 @@ def render_main(records: list[dict], dataset: str, preset_name: str) -> tuple:
     """(table, caption, markdown) of a main table: what the notebook writes and the README shows."""
     table, diffs = main_table(records)
     pretty = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}.get(dataset, dataset)
+    counts = sorted({int(n) for n in table["seeds"]})
+    over = (f"{counts[0]} seed(s)" if len(counts) == 1
+            else f"each row's seeds ({' or '.join(map(str, counts))}: the seeds column)")
     caption = (f"{pretty}, {preset_name} preset: final parameters, forward MFLOPs per image, cumulative "
-               f"training TFLOPs and last-epoch top-1 test accuracy, mean ± std over {int(table['seeds'].max())} "
-               f"seed(s).")
+               f"training TFLOPs and last-epoch top-1 test accuracy, mean ± std over {over}.")
     sentences = " ".join(diff_sentence(d) for d in diffs)
     md = f"{caption}\n\n{table.to_markdown(index=False, floatfmt='.2f')}\n\n{sentences}"
     return table, caption, md
@@ -81,6 +83,25 @@ def render_ablations(records: list[dict], preset_name: str) -> tuple:
     which = f"seed {seeds[0]}" if len(seeds) == 1 else "seeds " + ", ".join(map(str, seeds)) + ": see the seed column"
     caption = f"Ablations (CIFAR-10, {preset_name} preset, {which}): last-epoch top-1 and final similarity statistics."
     return table, caption, f"{caption}\n\n{table.to_markdown(index=False, floatfmt='.4g')}"
+
+
+def lambda_sweep_rows(ablations):
+    """The rows of an ablation table that form the lambda sweep: Firefly-style growth, the default constraint
+    (decorrelate, all layers, from round 1, all rows) and Firefly's scoring, on the one seed with the most lambda
+    values > 0 (quick: seed 0 with Firefly as lambda = 0; fulldata: seed 100, where the rule needs no Firefly)."""
+    t = ablations[(ablations["growth"] == "firefly") & (ablations["variant"].isin(["decorrelate", "-"]))
+                  & (ablations["scope"].isin(["all", "-"])) & (ablations["from round"].astype(str).isin(["1", "-"]))
+                  & (ablations["rows"].astype(str).isin(["all", "-"])) & (ablations["score at"] == "full")]
+    swept = t[t["lambda_sim"] > 0].groupby("seed")["lambda_sim"].nunique()
+    return t[t["seed"] == swept.idxmax()].sort_values("lambda_sim") if len(swept) else t.iloc[:0]
+
+
+def from_round0_caption(preset_name: str) -> str:
+    if preset_name == "fulldata":  # there these rows are part of the main table (replication/fulldata.py)
+        return ("The constraint from round 1 (ours) and from the first round on (CIFAR-10, fulldata preset), with the "
+                "final similarity each leaves: paired differences to Firefly over the same seeds.")
+    return (f"The constraint from the first round on, on every seed (CIFAR-10, {preset_name} preset): the follow-up "
+            "of the largest single-seed effect above. Paired differences to Firefly over the same seeds.")
 
 
 def diff_sentence(diff: dict | None) -> str:

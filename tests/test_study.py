@@ -99,3 +99,33 @@ def test_main_table_pairs_both_rows_of_ours_with_firefly():
     assert list(table["method"]) == ["firefly", "ours", "ours (from round 0)"]
     assert "Paired difference ours − Firefly over 3 seed(s): +1.00" in md
     assert "Paired difference ours (from round 0) − Firefly over 3 seed(s): +3.00" in md
+
+
+def test_main_caption_names_each_rows_seeds_when_they_differ():
+    from replication import tables
+
+    def rec(method, seed):
+        cfg = SMOKE.replace(method=method, seed=seed).result_fields()
+        return {"config": cfg, "config_key": str(seed), "wall_time_s": 1.0,
+                "final": {"test_acc": 0.5, "params": 1, "flops": 1, "train_flops": 1}}
+    same = [rec(m, s) for m in ("fixed", "firefly") for s in range(3)]
+    assert "mean ± std over 3 seed(s)." in tables.render_main(same, "cifar10", "smoke")[1]
+    mixed = [rec("fixed", s) for s in range(3)] + [rec("firefly", s) for s in range(5)]
+    assert "over each row's seeds (3 or 5: the seeds column)" in tables.render_main(mixed, "cifar10", "smoke")[1]
+
+
+def test_lambda_sweep_rows_take_the_swept_seed_only():
+    import pandas as pd
+
+    from replication import tables
+
+    def row(lam, seed, score_at="full", variant="decorrelate", top1=70.0):
+        return {"growth": "firefly", "variant": variant if lam > 0 else "-", "scope": "all" if lam > 0 else "-",
+                "from round": 1 if lam > 0 else "-", "rows": "all" if lam > 0 else "-", "score at": score_at,
+                "lambda_sim": lam, "seed": seed, "top-1 (%)": top1}
+    table = pd.DataFrame([row(0.0, 0), row(0.0, 0, score_at="zero"), row(1.0, 0)]
+                         + [row(lam, 100) for lam in (1.0, 0.1, 0.01)] + [row(0.1, 100, variant="whiten")])
+    sweep = tables.lambda_sweep_rows(table)
+    assert list(sweep["seed"].unique()) == [100] and list(sweep["lambda_sim"]) == [0.01, 0.1, 1.0]
+    quick_like = tables.lambda_sweep_rows(table[table["seed"] == 0])  # Firefly is the sweep's lambda = 0
+    assert list(quick_like["lambda_sim"]) == [0.0, 1.0]

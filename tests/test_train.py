@@ -140,6 +140,9 @@ def test_round0_is_not_shared_when_it_differs(tiny_cfg):
     base = tiny_cfg.replace(method="firefly")
     assert tiny_cfg.replace(method="ours", lambda_sim=0.5, sim_from_round=0).round0_key() is None
     assert base.replace(rounds=1).round0_key() is None
+    # a fixed net at explicit widths (e.g. Firefly's final ones) starts where no growing run does: nothing to share
+    assert base.replace(method="fixed", start_width=None, widths=(5,) * 8).round0_key() is None
+    assert base.replace(method="fixed").round0_key() == base.round0_key()  # the compact net forks like growth
     for change in ({"seed": 1}, {"lr": 0.05}, {"start_width": 6}, {"epochs_per_round": 2}, {"init": "kaiming"}):
         assert base.replace(**change).round0_key() != base.round0_key(), change
     assert base.replace(firefly_score_at="zero", grow_ratio=0.2).round0_key() == base.round0_key()
