@@ -7,7 +7,6 @@ from replication import study, tables
 from replication.records import REPO_ROOT, load_runs, tables_dir
 
 PRESET = "quick"
-RDIR = study.results_dir(PRESET)
 
 
 def _committed(name):
@@ -32,12 +31,15 @@ def test_ablation_table_matches_the_committed_runs():
     assert _committed("ablations.md") == f"{caption}\n\n{table.to_markdown(index=False, floatfmt='.4g')}\n"
 
 
-def test_every_committed_run_is_complete_and_stamped():
-    records = load_runs(RDIR)
-    assert len(records) >= 15
+@pytest.mark.parametrize("preset,at_least", [("quick", 15), ("fulldata", 18)])
+def test_every_committed_run_is_complete_and_stamped(preset, at_least):
+    rdir = study.results_dir(preset)
+    records = load_runs(rdir)
+    assert len(records) >= at_least
     for r in records:
-        assert r["status"] == "complete" and r["provenance"]["versions"]["torch"]
-        assert os.path.isfile(os.path.join(RDIR, "runs", r["name"] + ".pt"))
+        assert r["status"] == "complete" and r["provenance"]["versions"]["torch"], r["name"]
+        assert r["provenance"]["git_sha"] and not r["provenance"]["git_dirty"], r["name"]
+        assert os.path.isfile(os.path.join(rdir, "runs", r["name"] + ".pt")), r["name"]
 
 
 def test_each_readme_results_section_has_its_markers():
