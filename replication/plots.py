@@ -56,6 +56,32 @@ def growth_curves(records: list[dict]):
     return fig
 
 
+def widths_frame(records: list[dict]) -> pd.DataFrame:
+    """One row per (run, conv layer): the final width."""
+    rows = []
+    for r in records:
+        for layer, width in enumerate(r["final"]["widths"]):
+            rows.append({"method": method_label(r["config"]), "seed": r["config"]["seed"], "layer": layer + 1,
+                         "width": width})
+    return pd.DataFrame(rows)
+
+
+def final_widths(records: list[dict]):
+    """Where each method put its neurons: mean final width per conv layer (± std over seeds)."""
+    df = widths_frame(records)
+    fig, ax = plt.subplots(figsize=(7, 3.4))
+    for method, g in df.groupby("method", sort=False):
+        stats = g.groupby("layer")["width"].agg(["mean", "std"]).reset_index()
+        ax.errorbar(stats["layer"], stats["mean"], yerr=np.nan_to_num(stats["std"].to_numpy()), marker="o",
+                    markersize=3, capsize=2, label=method)
+    ax.set_xlabel("conv layer (input side first)")
+    ax.set_ylabel("final width (channels)")
+    ax.set_xticks(sorted(df["layer"].unique()))
+    ax.legend(fontsize=7)
+    fig.suptitle("Final width per layer (mean ± std over seeds)")
+    return fig
+
+
 def similarity_frame(records: list[dict]) -> pd.DataFrame:
     rows = []
     for r in records:
