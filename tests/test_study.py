@@ -129,3 +129,14 @@ def test_lambda_sweep_rows_take_the_swept_seed_only():
     assert list(sweep["seed"].unique()) == [100] and list(sweep["lambda_sim"]) == [0.01, 0.1, 1.0]
     quick_like = tables.lambda_sweep_rows(table[table["seed"] == 0])  # Firefly is the sweep's lambda = 0
     assert list(quick_like["lambda_sim"]) == [0.0, 1.0]
+
+
+def test_widths_frame_has_one_row_per_run_and_layer():
+    from replication import plots
+
+    recs = [{"config": SMOKE.replace(method=m, seed=s).result_fields(), "final": {"widths": [4 + s, 8, 6]}}
+            for m in ("firefly", "random") for s in range(2)]
+    df = plots.widths_frame(recs)
+    assert len(df) == 4 * 3 and sorted(df["layer"].unique()) == [1, 2, 3]
+    assert df[(df["method"] == "firefly") & (df["layer"] == 1)]["width"].tolist() == [4, 5]
+    plots.plt.close(plots.final_widths(recs))
