@@ -172,6 +172,8 @@ def fulldata_study(jobs: int = 2, root: str = RESULTS_ROOT, log=print, train: bo
                      order=fulldata.start_order, runner=runner)
     lam = fulldata.chosen_lambda(records[:len(sweep)])
     log(f"lambda_sim chosen by the pre-registered rule on seeds {fulldata.SWEEP_SEEDS}: {lam:g}")
-    main = records[len(sweep):] + ensure(fulldata.ours_configs(base, lam), rdir, jobs, log, train, runner=runner)
-    return {"sweep": records[:len(sweep)], "lambda_sim": lam, "main": main,
-            "ablations": ensure(fulldata.ablation_configs(base), rdir, jobs, log, train, runner=runner)}
+    ours = fulldata.ours_configs(base, lam)
+    # The ablation does not need lambda, but it shares this pool with ours, so that no process idles at the end.
+    later = ensure(ours + fulldata.ablation_configs(base), rdir, jobs, log, train, runner=runner)
+    return {"sweep": records[:len(sweep)], "lambda_sim": lam, "main": records[len(sweep):] + later[:len(ours)],
+            "ablations": later[len(ours):]}

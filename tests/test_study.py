@@ -140,3 +140,22 @@ def test_widths_frame_has_one_row_per_run_and_layer():
     assert len(df) == 4 * 3 and sorted(df["layer"].unique()) == [1, 2, 3]
     assert df[(df["method"] == "firefly") & (df["layer"] == 1)]["width"].tolist() == [4, 5]
     plots.plt.close(plots.final_widths(recs))
+
+
+def test_fulldata_study_trains_ours_and_the_ablation_in_one_pool(monkeypatch, tmp_path):
+    """After the sweep, ours and the scoring ablation go to one `ensure` call (no process idles between them), and
+    the records come back sorted into their parts."""
+    from replication import fulldata
+    calls = []
+
+    def fake_ensure(cfgs, rdir, jobs=1, log=print, train=True, then=None, order=None, runner=None):
+        calls.append(list(cfgs))
+        return [{"config": c.result_fields(), "final": {"test_acc": 0.5 + 0.1 * c.lambda_sim}} for c in cfgs]
+    monkeypatch.setattr(study, "ensure", fake_ensure)
+    parts = study.fulldata_study(root=str(tmp_path), log=lambda *a: None)
+    assert parts["lambda_sim"] == max(fulldata.LAMBDA_SWEEP)  # the fake accuracies rise with lambda
+    second = calls[1]
+    assert {c.method for c in second} == {"ours", "firefly"} and len(calls) == 2
+    assert [r["config"]["firefly_score_at"] for r in parts["ablations"]] == ["zero"]
+    ours = [r for r in parts["main"] if r["config"]["method"] == "ours"]
+    assert len(ours) == 2 * len(fulldata.MAIN_SEEDS)
