@@ -15,9 +15,24 @@ STUDY_THREADS_PER_RUN = 1
 _SHARED = None  # what `map_processes` sends once to each worker process
 
 
-def _init_worker(threads: int, shared) -> None:
+def exit_with_parent(parent_pid: int, poll_s: float = 2.0) -> None:
+    """Pool initializer: a worker whose parent is killed goes on with its task (hours for a run, and a restarted
+    study would then train the same run twice), so it watches the parent and exits once the parent is gone. Runs
+    checkpoint every epoch: this loses at most the epoch in progress, as killing the parent does."""
+    import threading
+    import time
+
+    def watch():
+        while os.getppid() == parent_pid:
+            time.sleep(poll_s)
+        os._exit(1)
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
+def _init_worker(threads: int, shared, parent_pid: int) -> None:
     global _SHARED
     import torch
+    exit_with_parent(parent_pid)
     torch.set_num_threads(threads)
     _SHARED = shared
 
@@ -55,7 +70,7 @@ def map_processes(fn, items, jobs: int, shared=None, label: str | None = None, l
         return out
     ctx = mp.get_context("spawn")
     with cf.ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_init_worker,
-                                initargs=(STUDY_THREADS_PER_RUN, shared)) as pool:
+                                initargs=(STUDY_THREADS_PER_RUN, shared, os.getpid())) as pool:
         futures = [pool.submit(_call_shared, fn, item) for item in items]
         for i, fut in enumerate(futures):
             out.append(fut.result())
@@ -138,7 +153,8 @@ def ensure(cfgs: list[Config], rdir: str, jobs: int = 1, log=print, train: bool 
             queue = [("round0", c) for c in shared_round0_leaders(pending, rdir)] + [("run", c) for c in pending]
             pending.clear()
             waiting_on = {c.round0_key() for kind, c in queue if kind == "round0"}
-            with cf.ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as pool:
+            with cf.ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn"), initializer=exit_with_parent,
+                                        initargs=(os.getpid(),)) as pool:
                 running: dict[cf.Future, tuple[str, Config]] = {}
                 while queue or pending or running:
                     queue[:0] = [("run", c) for c in pending]  # follow-ups of finished parents: the longest, first

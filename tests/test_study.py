@@ -159,3 +159,43 @@ def test_fulldata_study_trains_ours_and_the_ablation_in_one_pool(monkeypatch, tm
     assert [r["config"]["firefly_score_at"] for r in parts["ablations"]] == ["zero"]
     ours = [r for r in parts["main"] if r["config"]["method"] == "ours"]
     assert len(ours) == 2 * len(fulldata.MAIN_SEEDS)
+
+
+PARENT_SCRIPT = """
+import concurrent.futures as cf, multiprocessing as mp, os, sys, time
+from replication import pool
+with cf.ProcessPoolExecutor(1, mp_context=mp.get_context("spawn"), initializer=pool.exit_with_parent,
+                            initargs=(os.getpid(),)) as ex:
+    fut = ex.submit(os.getpid)
+    print(fut.result(), flush=True)  # the worker's pid
+    ex.submit(time.sleep, 120)
+    time.sleep(120)
+"""
+
+
+def test_pool_workers_exit_when_the_study_process_is_killed(tmp_path):
+    """`kill` of a study's process must not leave its workers training on (a restarted study would train the same
+    runs twice, on more processes than cores)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    parent = subprocess.Popen([sys.executable, "-c", PARENT_SCRIPT], stdout=subprocess.PIPE, text=True,
+                              cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    try:
+        worker = int(parent.stdout.readline())
+        os.kill(worker, 0)  # alive
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(10)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            try:
+                os.kill(worker, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.2)
+        os.kill(worker, signal.SIGKILL)
+        pytest.fail("the pool worker outlived its killed parent by 15 s")
+    finally:
+        parent.kill()
