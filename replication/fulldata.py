@@ -9,7 +9,7 @@ rounds, epochs per round and candidate passes (config.FULLDATA). The plan (issue
   written down (here and in docs/method.md) before the sweep ran: **the lambda of LAMBDA_SWEEP with the highest
   mean last-epoch top-1 over the sweep seeds; an exact tie goes to the larger lambda.** Firefly is not needed by
   the rule and is not trained on the sweep seeds;
-- ablation: Firefly scored as this project first did (g = 0, candidates off) on the first main seed.
+- ablation: Firefly scored as this project first did (g = 0, candidates off) on ABLATION_SEEDS.
 
 Every growing run of one seed (not the constraint-from-round-0 one) forks from one shared round 0 (train.run).
 `study.fulldata_study` trains the plan.
@@ -21,6 +21,9 @@ from .config import LAMBDA_SWEEP, Config
 PRESET = "fulldata"
 MAIN_SEEDS = (0, 1, 2, 3, 4)  # >= 5 paired seeds for Firefly and the two rows of ours
 OTHER_SEEDS = (0, 1, 2)  # >= 3 for the other rows
+# The scoring ablation ran first on seed 0 alone (the issue asks for one); it came out 1.3 pp above Firefly's public
+# scoring there, a difference one seed cannot carry, so seeds 1 and 2 were added (2 runs, ~40 min of the study).
+ABLATION_SEEDS = (0, 1, 2)
 SWEEP_SEEDS = (100,)  # one seed: the budget of a 10-hour CPU study (docs/performance.md)
 
 
@@ -50,8 +53,9 @@ def ours_configs(base: Config, lambda_sim: float) -> list[Config]:
 
 
 def ablation_configs(base: Config) -> list[Config]:
-    """Firefly scored at g = 0 (candidates off) on the first seed: accuracy and the split/new mix it selects."""
-    return [base.replace(method="firefly", firefly_score_at="zero", seed=MAIN_SEEDS[0])]
+    """Firefly scored at g = 0 (candidates off): accuracy and the split/new mix it selects, paired by seed with
+    Firefly's public scoring."""
+    return [base.replace(method="firefly", firefly_score_at="zero", seed=s) for s in ABLATION_SEEDS]
 
 
 def wants_fixed_follow_up(record: dict) -> bool:

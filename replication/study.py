@@ -115,13 +115,13 @@ def main_study(preset_name: str, dataset: str, seeds=None, jobs: int = 1, root: 
 def ablation_study(preset_name: str, dataset: str = "cifar10", jobs: int = 1, root: str = RESULTS_ROOT,
                    log=print, train: bool = True) -> list[dict]:
     """The ablation runs plus Firefly (lambda = 0) on the same seed; on fulldata its lambda sweep (seed 100) and
-    its scoring ablation, with Firefly and ours (constraint from round 1) of the first seed beside it."""
+    its scoring ablation, with Firefly and ours (constraint from round 1) of the same seeds beside it."""
     if preset_name == fulldata.PRESET:
         parts = fulldata_study(jobs, root, log, train)
-        first = [r for r in parts["main"] if r["config"]["seed"] == fulldata.MAIN_SEEDS[0]
-                 and (r["config"]["method"] == "firefly"
-                      or (r["config"]["method"] == "ours" and r["config"]["sim_from_round"] == 1))]
-        return parts["sweep"] + parts["ablations"] + first
+        beside = [r for r in parts["main"] if r["config"]["seed"] in fulldata.ABLATION_SEEDS
+                  and (r["config"]["method"] == "firefly"
+                       or (r["config"]["method"] == "ours" and r["config"]["sim_from_round"] == 1))]
+        return parts["sweep"] + parts["ablations"] + beside
     rdir = results_dir(preset_name, root)
     firefly = base_config(preset_name, dataset).replace(method="firefly", seed=0)
     return ensure(ablation_configs(preset_name, dataset) + [firefly], rdir, jobs, log, train)

@@ -156,7 +156,8 @@ def test_fulldata_study_trains_ours_and_the_ablation_in_one_pool(monkeypatch, tm
     assert parts["lambda_sim"] == max(fulldata.LAMBDA_SWEEP)  # the fake accuracies rise with lambda
     second = calls[1]
     assert {c.method for c in second} == {"ours", "firefly"} and len(calls) == 2
-    assert [r["config"]["firefly_score_at"] for r in parts["ablations"]] == ["zero"]
+    assert [r["config"]["firefly_score_at"] for r in parts["ablations"]] == ["zero"] * len(fulldata.ABLATION_SEEDS)
+    assert {r["config"]["seed"] for r in parts["ablations"]} <= set(fulldata.MAIN_SEEDS)  # paired with Firefly
     ours = [r for r in parts["main"] if r["config"]["method"] == "ours"]
     assert len(ours) == 2 * len(fulldata.MAIN_SEEDS)
 
