@@ -117,11 +117,16 @@ def ensure(cfgs: list[Config], rdir: str, jobs: int = 1, log=print, train: bool 
     missing runs. A `runner` (executors.runner_for) trains them as submitit jobs, or in this pool on its device."""
     if runner is not None:
         return runner.ensure(cfgs, rdir, log, train, then, order)
+    from .train import checkpoint_path
     then = then or (lambda record: [])
+    start_order = order or longest_first
     cfgs = list(dict.fromkeys(cfgs))
     records = {c: load_cached(c, rdir) for c in cfgs}
     followups: dict[Config, list[Config]] = {}
-    pending = sorted((c for c in cfgs if records[c] is None), key=order or longest_first)
+    # A restarted study resumes its interrupted runs first: the fewest runs in flight, the fewest checkpoints to
+    # carry to another machine if it stops again.
+    pending = sorted((c for c in cfgs if records[c] is None),
+                     key=lambda c: (not os.path.isfile(checkpoint_path(c, rdir)), start_order(c)))
 
     def finished(c: Config, record: dict) -> None:
         records[c] = record

@@ -200,3 +200,14 @@ def test_pool_workers_exit_when_the_study_process_is_killed(tmp_path):
         pytest.fail("the pool worker outlived its killed parent by 15 s")
     finally:
         parent.kill()
+
+
+def test_a_restarted_study_resumes_its_interrupted_runs_first(tmp_path, monkeypatch):
+    from replication.train import run
+    cfgs = [SMOKE.replace(method=m, seed=1) for m in ("firefly", "random", "fixed")]
+    assert run(cfgs[2], str(tmp_path), stop_after_epochs=1, log=lambda *a: None) is None  # interrupted
+    started = []
+    real = pool._worker
+    monkeypatch.setattr(pool, "_worker", lambda c, rdir, device="cpu": started.append(c.method) or real(c, rdir, device))
+    pool.ensure(cfgs, str(tmp_path), jobs=1, log=lambda *a: None)
+    assert started == ["fixed", "firefly", "random"]  # then longest first
