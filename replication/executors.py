@@ -202,20 +202,21 @@ class SubmititRunner:
             missing = sorted((c for c in needed if records.get(c) is None), key=order or longest_first)
             if not missing:
                 break
+            # One state query per job and pass (on Slurm each is an sacct lookup); the status table reuses them.
+            active = {key for c in missing for key in (_ledger_name("run", c), _ledger_name("round0", c))
+                      if self._active(key, ledger)}
             # A job this call submitted that ended without a record failed: the next call resubmits it, not this one.
             todo = [c for c in missing if _ledger_name("run", c) not in self.jobs
-                    and not self._active(_ledger_name("run", c), ledger)]
+                    and _ledger_name("run", c) not in active]
             # Runs sharing a round 0 that is not stored yet: one round-0 job per group; the group waits for it.
             leaders = shared_round0_leaders(todo, rdir)
             shared = {c.round0_key() for c in leaders}
             batch = [("round0", c) for c in leaders if _ledger_name("round0", c) not in self.jobs
-                     and not self._active(_ledger_name("round0", c), ledger)]
+                     and _ledger_name("round0", c) not in active]
             batch += [("run", c) for c in todo if c.round0_key() not in shared]
             self._submit(batch, rdir, ledger, log)
-            # One state query per job and pass (on Slurm each is an sacct lookup); the status table reuses them.
-            active = {key for c in missing for key in (_ledger_name("run", c), _ledger_name("round0", c))
-                      if self._active(key, ledger)}
-            if not self.opts.wait or (not active and not batch):
+            active |= {_ledger_name(kind, c) for kind, c in batch}  # just submitted: queued
+            if not self.opts.wait or not active:
                 break
             time.sleep(self.opts.poll_s)
         collect()
