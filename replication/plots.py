@@ -66,17 +66,22 @@ def widths_frame(records: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def final_widths(records: list[dict]):
-    """Where each method put its neurons: mean final width per conv layer (± std over seeds)."""
+def width_stats(records: list[dict]) -> pd.DataFrame:
+    """One row per (method, conv layer): mean and std over seeds of the final width; methods in record order."""
     df = widths_frame(records)
+    return df.groupby(["method", "layer"], sort=False)["width"].agg(["mean", "std"]).reset_index()
+
+
+def final_widths(stats: pd.DataFrame):
+    """Where each method put its neurons, from `width_stats`: mean final width per conv layer (± std over seeds)."""
     fig, ax = plt.subplots(figsize=(7, 3.4))
-    for method, g in df.groupby("method", sort=False):
-        stats = g.groupby("layer")["width"].agg(["mean", "std"]).reset_index()
-        ax.errorbar(stats["layer"], stats["mean"], yerr=np.nan_to_num(stats["std"].to_numpy()), marker="o",
+    for method, g in stats.groupby("method", sort=False):
+        g = g.sort_values("layer")
+        ax.errorbar(g["layer"], g["mean"], yerr=np.nan_to_num(g["std"].to_numpy()), marker="o",
                     markersize=3, capsize=2, label=method)
     ax.set_xlabel("conv layer (input side first)")
     ax.set_ylabel("final width (channels)")
-    ax.set_xticks(sorted(df["layer"].unique()))
+    ax.set_xticks(sorted(stats["layer"].unique()))
     ax.legend(fontsize=7)
     fig.suptitle("Final width per layer (mean ± std over seeds)")
     return fig
