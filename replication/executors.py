@@ -24,8 +24,8 @@ import submitit
 import submitit.helpers
 
 from .config import Config
-from .pool import ensure, longest_first, shared_round0_leaders
-from .records import atomic_write_text, load_cached
+from .pool import RecordBook, ensure, longest_first, shared_round0_leaders
+from .records import atomic_write_text
 from .train import round0_path
 
 EXECUTORS = ("inline", "local", "slurm")
@@ -178,28 +178,14 @@ class SubmititRunner:
     # -- the study ---------------------------------------------------------------------------------------------
     def ensure(self, cfgs: list[Config], rdir: str, log=None, train: bool = True, then=None, order=None) -> list[dict]:
         log = log or self.log
-        then = then or (lambda record: [])
-        cfgs = list(dict.fromkeys(cfgs))
-        needed = list(cfgs)
-        records: dict[Config, dict | None] = {}
-        followups: dict[Config, list[Config]] = {}
+        book = RecordBook(cfgs, rdir, then)
+        if not train:
+            book.require_complete()
         ledger = Ledger(rdir)
-
-        def collect() -> None:
-            for c in list(needed):
-                if records.get(c) is None:
-                    records[c] = load_cached(c, rdir)
-                    if records[c] is not None and c not in followups:
-                        followups[c] = [f for f in then(records[c]) if f not in needed]
-                        needed.extend(followups[c])
-        collect()
-        missing = [c for c in needed if records.get(c) is None]
-        if missing and not train:
-            raise FileNotFoundError(f"{len(missing)} run(s) missing from {rdir}: {[c.name() for c in missing]}")
         active: set[str] = set()
         while True:
-            collect()
-            missing = sorted((c for c in needed if records.get(c) is None), key=order or longest_first)
+            book.refresh()
+            missing = sorted(book.missing(), key=order or longest_first)
             if not missing:
                 break
             # One state query per job and pass (on Slurm each is an sacct lookup); the status table reuses them.
@@ -219,12 +205,10 @@ class SubmititRunner:
             if not self.opts.wait or not active:
                 break
             time.sleep(self.opts.poll_s)
-        collect()
-        missing = [c for c in needed if records.get(c) is None]
-        if missing:
-            raise StudyIncomplete(*self.status_table(missing, rdir, ledger, active))
-        extra = [f for c in cfgs for f in followups.get(c, [])]
-        return [records[c] for c in cfgs] + [records[f] for f in dict.fromkeys(extra)]
+        book.refresh()
+        if book.missing():
+            raise StudyIncomplete(*self.status_table(book.missing(), rdir, ledger, active))
+        return book.result()
 
     def status_table(self, missing: list[Config], rdir: str, ledger: Ledger, active: set[str]) -> tuple[str, int]:
         """`active`: the ledger names of the jobs still queued or running, as `ensure` last saw them."""

@@ -106,6 +106,47 @@ def longest_first(cfg: Config) -> int:
     return {"firefly": 0, "ours": 1, "random": 2, "split": 2}.get(cfg.method, 3)
 
 
+class RecordBook:
+    """What a study call returns, as it lands: the records of `cfgs`, then those of the follow-ups `then(record)`
+    names for each of them (e.g. the fixed net at a Firefly run's final widths), each loaded from `rdir` once it
+    exists. One bookkeeping for the pool and the submitit runner."""
+
+    def __init__(self, cfgs: list[Config], rdir: str, then=None):
+        self.cfgs, self.rdir, self.then = list(dict.fromkeys(cfgs)), rdir, then or (lambda record: [])
+        self.records: dict[Config, dict | None] = {c: load_cached(c, rdir) for c in self.cfgs}
+        self.followups: dict[Config, list[Config]] = {}
+        for c in self.cfgs:
+            if self.records[c] is not None:
+                self.finished(c, self.records[c])
+
+    def finished(self, c: Config, record: dict) -> list[Config]:
+        """Stores `c`'s record; returns its follow-ups that have no record yet."""
+        self.records[c] = record
+        self.followups[c] = [f for f in self.then(record) if f not in self.records]
+        for f in self.followups[c]:
+            self.records[f] = load_cached(f, self.rdir)
+        return [f for f in self.followups[c] if self.records[f] is None]
+
+    def refresh(self) -> None:
+        """Takes up the records that have landed on disk since (written by jobs elsewhere)."""
+        for c in self.missing():
+            record = load_cached(c, self.rdir)
+            if record is not None:
+                self.finished(c, record)
+
+    def missing(self) -> list[Config]:
+        return [c for c, record in self.records.items() if record is None]
+
+    def require_complete(self) -> None:
+        missing = self.missing()
+        if missing:
+            raise FileNotFoundError(f"{len(missing)} run(s) missing from {self.rdir}: {[c.name() for c in missing]}")
+
+    def result(self) -> list[dict]:
+        extra = [f for c in self.cfgs for f in self.followups.get(c, [])]
+        return [self.records[c] for c in self.cfgs] + [self.records[f] for f in dict.fromkeys(extra)]
+
+
 def ensure(cfgs: list[Config], rdir: str, jobs: int = 1, log=print, train: bool = True, then=None,
            order=None, runner=None, device: str = "cpu") -> list[dict]:
     """Records of `cfgs` in order, followed by those of the configs `then(record)` names for each of them (e.g. a
@@ -118,41 +159,29 @@ def ensure(cfgs: list[Config], rdir: str, jobs: int = 1, log=print, train: bool 
     if runner is not None:
         return runner.ensure(cfgs, rdir, log, train, then, order)
     from .train import checkpoint_path
-    then = then or (lambda record: [])
+    book = RecordBook(cfgs, rdir, then)
+    if not train:
+        book.require_complete()
     start_order = order or longest_first
-    cfgs = list(dict.fromkeys(cfgs))
-    records = {c: load_cached(c, rdir) for c in cfgs}
-    followups: dict[Config, list[Config]] = {}
-    # A restarted study resumes its interrupted runs first: the fewest runs in flight, the fewest checkpoints to
-    # carry to another machine if it stops again.
-    pending = sorted((c for c in cfgs if records[c] is None),
-                     key=lambda c: (not os.path.isfile(checkpoint_path(c, rdir)), start_order(c)))
-
-    def finished(c: Config, record: dict) -> None:
-        records[c] = record
-        followups[c] = [f for f in then(record) if f not in records]
-        for f in followups[c]:
-            records[f] = load_cached(f, rdir)
-            if records[f] is None:
-                pending.insert(0, f)  # the longest runs, and their parent is done: start them next
-
-    for c in cfgs:
-        if records[c] is not None:
-            finished(c, records[c])
-    if pending and not train:
-        raise FileNotFoundError(f"{len(pending)} run(s) missing from {rdir}: {[c.name() for c in pending]}")
+    own = set(book.cfgs)
+    # Follow-ups of cached parents first (the longest runs, and their parent is done). A restarted study resumes
+    # its interrupted runs next: the fewest runs in flight, the fewest checkpoints to carry to another machine.
+    pending = [f for f in book.missing() if f not in own] + sorted(
+        (c for c in book.missing() if c in own),
+        key=lambda c: (not os.path.isfile(checkpoint_path(c, rdir)), start_order(c)))
     if pending:
         cores = os.cpu_count() or 1
         jobs = max(1, min(jobs, cores, len(pending)))  # a follow-up waits for its parent anyway
         # One thread per run, whatever the machine: oneDNN's reductions, hence a run's bits, depend on the thread
         # count (a quick run's first epoch differed in the 2nd digit with 2 threads); parallelism is by processes.
         threads = STUDY_THREADS_PER_RUN
-        log(f"{len(records) - len(pending)} cached, training {len(pending)} run(s) (and any follow-ups) with "
+        log(f"{len(book.records) - len(pending)} cached, training {len(pending)} run(s) (and any follow-ups) with "
             f"{jobs} process(es) x {threads} thread(s) -> {rdir}")
         if jobs == 1:
             while pending:
                 c = pending.pop(0)
-                finished(c, _worker(c if c.num_threads else c.replace(num_threads=threads), rdir, device))
+                pending[:0] = book.finished(c, _worker(c if c.num_threads else c.replace(num_threads=threads), rdir,
+                                                       device))
         else:
             # Runs that share a round 0 wait until one round-0 job has stored it, then fork from it.
             queue = [("round0", c) for c in shared_round0_leaders(pending, rdir)] + [("run", c) for c in pending]
@@ -182,8 +211,7 @@ def ensure(cfgs: list[Config], rdir: str, jobs: int = 1, log=print, train: bool 
                             waiting_on.discard(c.round0_key())
                             log(f"round 0 of {c.name()} stored; its siblings fork from it")
                             continue
-                        finished(c, result)
-                        log(f"done {c.name()}: test acc {records[c]['final']['test_acc']:.4f} "
-                            f"({records[c]['wall_time_s']:.0f}s); {len(queue) + len(pending) + len(running)} left")
-    extra = [f for c in cfgs for f in followups[c]]
-    return [records[c] for c in cfgs] + [records[f] for f in dict.fromkeys(extra)]
+                        pending[:0] = book.finished(c, result)
+                        log(f"done {c.name()}: test acc {result['final']['test_acc']:.4f} "
+                            f"({result['wall_time_s']:.0f}s); {len(queue) + len(pending) + len(running)} left")
+    return book.result()

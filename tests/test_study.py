@@ -139,7 +139,22 @@ def test_widths_frame_has_one_row_per_run_and_layer():
     df = plots.widths_frame(recs)
     assert len(df) == 4 * 3 and sorted(df["layer"].unique()) == [1, 2, 3]
     assert df[(df["method"] == "firefly") & (df["layer"] == 1)]["width"].tolist() == [4, 5]
-    plots.plt.close(plots.final_widths(recs))
+
+
+def test_width_stats_are_over_seeds_per_method_and_layer_in_record_order():
+    from replication import plots
+
+    widths = {("random", 0): [20, 30], ("firefly", 0): [40, 10], ("random", 1): [24, 34], ("firefly", 1): [44, 18]}
+    recs = [{"config": SMOKE.replace(method=m, seed=s).result_fields(), "final": {"widths": w}}
+            for (m, s), w in widths.items()]
+    stats = plots.width_stats(recs)
+    assert list(stats["method"]) == ["random", "random", "firefly", "firefly"]
+    assert list(stats["layer"]) == [1, 2, 1, 2]
+    assert list(stats["mean"]) == [22.0, 32.0, 42.0, 14.0]
+    assert stats["std"].to_numpy() == pytest.approx([8 ** 0.5, 8 ** 0.5, 8 ** 0.5, 32 ** 0.5])
+    fig = plots.final_widths(stats)
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["random", "firefly"]
+    plots.plt.close(fig)
 
 
 def test_fulldata_study_trains_ours_and_the_ablation_in_one_pool(monkeypatch, tmp_path):
