@@ -3,7 +3,8 @@
 All 50,000 training and 10,000 test images, Firefly's VGG-19 from 16 channels and its protocol, shortened only in
 rounds, epochs per round and candidate passes (config.FULLDATA). The plan (issue 10):
 
-- main table: Firefly, ours and ours with the constraint from round 0 on MAIN_SEEDS (paired by seed); the fixed
+- main table: Firefly, ours and ours with the constraint from round 0 on MAIN_SEEDS (paired by seed), Firefly and the
+  constraint from round 0 also on FROM_ROUND0_EXTRA_SEEDS (their paired interval needed more seeds); the fixed
   compact net, random growth and the fixed net at Firefly's final widths on OTHER_SEEDS;
 - lambda: swept on SWEEP_SEEDS, which are not in the main table, before any main-table run of ours. The rule was
   written down (here and in docs/method.md) before the sweep ran: **the lambda of LAMBDA_SWEEP with the highest
@@ -24,6 +25,10 @@ OTHER_SEEDS = (0, 1, 2)  # >= 3 for the other rows
 # The scoring ablation ran first on seed 0 alone (the issue asks for one); it came out 1.3 pp above Firefly's public
 # scoring there, a difference one seed cannot carry, so seeds 1 and 2 were added (2 runs, ~40 min of the study).
 ABLATION_SEEDS = (0, 1, 2)
+# The constraint from round 0 gave ours - Firefly of +0.64, +0.77, +1.53, -0.79 and +1.51 pp on MAIN_SEEDS: a paired
+# 95 % interval of +-1.17 pp, wider than the issue's +-1.0, whose rule is to add seeds until it is narrower. So seed 5
+# was added for Firefly and that row (2 runs, ~40 min of wall time); ours from round 1 (+-0.40 pp) stays on MAIN_SEEDS.
+FROM_ROUND0_EXTRA_SEEDS = (5,)
 SWEEP_SEEDS = (100,)  # one seed: the budget of a 10-hour CPU study (docs/performance.md)
 
 
@@ -43,13 +48,14 @@ def chosen_lambda(sweep_records: list[dict]) -> float:
 
 def independent_configs(base: Config) -> list[Config]:
     """Runs that do not depend on lambda: Firefly, random growth and the fixed compact net."""
-    return ([base.replace(method="firefly", seed=s) for s in MAIN_SEEDS]
+    return ([base.replace(method="firefly", seed=s) for s in MAIN_SEEDS + FROM_ROUND0_EXTRA_SEEDS]
             + [base.replace(method=m, seed=s) for s in OTHER_SEEDS for m in ("random", "fixed")])
 
 
 def ours_configs(base: Config, lambda_sim: float) -> list[Config]:
     ours = base.replace(method="ours", lambda_sim=lambda_sim)
-    return [c.replace(seed=s) for s in MAIN_SEEDS for c in (ours, ours.replace(sim_from_round=0))]
+    return ([c.replace(seed=s) for s in MAIN_SEEDS for c in (ours, ours.replace(sim_from_round=0))]
+            + [ours.replace(sim_from_round=0, seed=s) for s in FROM_ROUND0_EXTRA_SEEDS])
 
 
 def ablation_configs(base: Config) -> list[Config]:

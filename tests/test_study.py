@@ -69,7 +69,13 @@ def test_fulldata_plan_sweeps_lambda_on_seeds_outside_the_main_table():
     assert FULLDATA.train_per_class is None and FULLDATA.test_per_class is None  # all 50,000 / 10,000 images
     assert FULLDATA.firefly_candidate_images >= 100 * FULLDATA.firefly_candidate_batch_size  # >= 100 RMSprop steps
     ours = fulldata.ours_configs(study.base_config("fulldata", "cifar10"), 0.1)
-    assert {c.sim_from_round for c in ours} == {0, 1} and {c.seed for c in ours} == set(fulldata.MAIN_SEEDS)
+    assert {c.sim_from_round for c in ours} == {0, 1}
+    assert {c.seed for c in ours if c.sim_from_round == 1} == set(fulldata.MAIN_SEEDS)
+    from_round0 = {c.seed for c in ours if c.sim_from_round == 0}
+    assert from_round0 == set(fulldata.MAIN_SEEDS + fulldata.FROM_ROUND0_EXTRA_SEEDS)
+    firefly = {c.seed for c in fulldata.independent_configs(study.base_config("fulldata", "cifar10"))
+               if c.method == "firefly"}
+    assert from_round0 <= firefly  # every row of ours is paired with Firefly of its seed
 
 
 def test_fulldata_lambda_rule_takes_the_best_mean_and_breaks_ties_upwards():
@@ -174,7 +180,7 @@ def test_fulldata_study_trains_ours_and_the_ablation_in_one_pool(monkeypatch, tm
     assert [r["config"]["firefly_score_at"] for r in parts["ablations"]] == ["zero"] * len(fulldata.ABLATION_SEEDS)
     assert {r["config"]["seed"] for r in parts["ablations"]} <= set(fulldata.MAIN_SEEDS)  # paired with Firefly
     ours = [r for r in parts["main"] if r["config"]["method"] == "ours"]
-    assert len(ours) == 2 * len(fulldata.MAIN_SEEDS)
+    assert len(ours) == 2 * len(fulldata.MAIN_SEEDS) + len(fulldata.FROM_ROUND0_EXTRA_SEEDS)
 
 
 PARENT_SCRIPT = """
