@@ -69,7 +69,7 @@ def render_main(records: list[dict], dataset: str, preset_name: str) -> tuple:
     pretty = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}.get(dataset, dataset)
     counts = sorted({int(n) for n in table["seeds"]})
     over = (f"{counts[0]} seed(s)" if len(counts) == 1
-            else f"each row's seeds ({' or '.join(map(str, counts))}: the seeds column)")
+            else f"each row's seeds ({', '.join(map(str, counts[:-1]))} or {counts[-1]}: the seeds column)")
     caption = (f"{pretty}, {preset_name} preset: final parameters, forward MFLOPs per image, cumulative "
                f"training TFLOPs and last-epoch top-1 test accuracy, mean ± std over {over}.")
     sentences = " ".join(diff_sentence(d) for d in diffs)

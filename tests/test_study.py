@@ -118,6 +118,8 @@ def test_main_caption_names_each_rows_seeds_when_they_differ():
     assert "mean ± std over 3 seed(s)." in tables.render_main(same, "cifar10", "smoke")[1]
     mixed = [rec("fixed", s) for s in range(3)] + [rec("firefly", s) for s in range(5)]
     assert "over each row's seeds (3 or 5: the seeds column)" in tables.render_main(mixed, "cifar10", "smoke")[1]
+    three = mixed + [rec("random", s) for s in range(6)]
+    assert "over each row's seeds (3, 5 or 6: the seeds column)" in tables.render_main(three, "cifar10", "smoke")[1]
 
 
 def test_lambda_sweep_rows_take_the_swept_seed_only():
