@@ -10,7 +10,7 @@ import os
 from . import fulldata
 from .config import DEFAULT_LAMBDA_SIM, LAMBDA_SWEEP, Config, preset
 from .pool import ensure
-from .records import REPO_ROOT
+from .records import REPO_ROOT, load_cached
 
 RESULTS_ROOT = os.path.join(REPO_ROOT, "results")
 
@@ -168,12 +168,25 @@ def fulldata_study(jobs: int = 2, root: str = RESULTS_ROOT, log=print, train: bo
 
     def then(record):
         return [fixed_at_final_widths(record)] if fulldata.wants_fixed_follow_up(record) else []
-    records = ensure(sweep + fulldata.independent_configs(base), rdir, jobs, log, train, then=then,
-                     order=fulldata.start_order, runner=runner)
-    lam = fulldata.chosen_lambda(records[:len(sweep)])
+    independent, ablations = fulldata.independent_configs(base), fulldata.ablation_configs(base)
+    swept = [load_cached(c, rdir) for c in sweep]
+    first = None  # the runs trained before lambda is known, when the sweep is not stored yet
+    if any(r is None for r in swept):
+        first = ensure(sweep + independent, rdir, jobs, log, train, then=then, order=fulldata.start_order,
+                       runner=runner)
+        swept = first[:len(sweep)]
+    lam = fulldata.chosen_lambda(swept)
     log(f"lambda_sim chosen by the pre-registered rule on seeds {fulldata.SWEEP_SEEDS}: {lam:g}")
     ours = fulldata.ours_configs(base, lam)
-    # The ablation does not need lambda, but it shares this pool with ours, so that no process idles at the end.
-    later = ensure(ours + fulldata.ablation_configs(base), rdir, jobs, log, train, runner=runner)
-    return {"sweep": records[:len(sweep)], "lambda_sim": lam, "main": records[len(sweep):] + later[:len(ours)],
+    if first is None:
+        # lambda came from the stored sweep: one pool takes every run, so that no process idles between the runs
+        # that do not need lambda and those that do (a restarted or extended study).
+        out = ensure(sweep + independent + ours + ablations, rdir, jobs, log, train, then=then,
+                     order=fulldata.start_order, runner=runner)
+        cut, end = len(sweep) + len(independent), len(sweep) + len(independent) + len(ours) + len(ablations)
+        first, later = out[:cut] + out[end:], out[cut:end]  # follow-ups after the runs that named them
+    else:
+        # The ablation does not need lambda, but it shares this pool with ours, so that no process idles at the end.
+        later = ensure(ours + ablations, rdir, jobs, log, train, runner=runner)
+    return {"sweep": swept, "lambda_sim": lam, "main": first[len(sweep):] + later[:len(ours)],
             "ablations": later[len(ours):]}

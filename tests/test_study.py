@@ -185,6 +185,31 @@ def test_fulldata_study_trains_ours_and_the_ablation_in_one_pool(monkeypatch, tm
     assert len(ours) == 2 * len(fulldata.MAIN_SEEDS) + len(fulldata.FROM_ROUND0_EXTRA_SEEDS)
 
 
+
+def test_fulldata_study_with_a_stored_sweep_trains_everything_in_one_pool(monkeypatch, tmp_path):
+    """When the sweep's records are stored, lambda is known up front: one `ensure` call takes every run (no process
+    idles between the two phases), and the parts, follow-ups included, are those of the two-phase study."""
+    from replication import fulldata
+    calls = []
+
+    def record(c):
+        return {"config": c.result_fields(), "final": {"test_acc": 0.5 + 0.1 * c.lambda_sim, "widths": [20] * 16}}
+
+    def fake_ensure(cfgs, rdir, jobs=1, log=print, train=True, then=None, order=None, runner=None):
+        calls.append(list(cfgs))
+        recs = [record(c) for c in cfgs]
+        return recs + [record(f) for r in recs for f in (then(r) if then else [])]
+    monkeypatch.setattr(study, "ensure", fake_ensure)
+    two_phase = study.fulldata_study(root=str(tmp_path), log=lambda *a: None)
+    assert len(calls) == 2
+    stored = {c: record(c) for c in fulldata.sweep_configs(study.base_config("fulldata", "cifar10"))}
+    monkeypatch.setattr(study, "load_cached", lambda c, rdir: stored.get(c))
+    calls.clear()
+    one_pool = study.fulldata_study(root=str(tmp_path), log=lambda *a: None)
+    assert len(calls) == 1 and {c.method for c in calls[0]} == {"ours", "firefly", "random", "fixed"}
+    assert one_pool == two_phase
+    assert sum(r["config"]["widths"] is not None for r in one_pool["main"]) == len(fulldata.OTHER_SEEDS)
+
 PARENT_SCRIPT = """
 import concurrent.futures as cf, multiprocessing as mp, os, sys, time
 from replication import pool
