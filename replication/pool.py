@@ -147,6 +147,11 @@ class RecordBook:
         return [self.records[c] for c in self.cfgs] + [self.records[f] for f in dict.fromkeys(extra)]
 
 
+def stored_records(cfgs: list[Config], rdir: str, then=None) -> list[dict | None]:
+    """What `ensure(..., train=False)` returns, with None for a run that is not stored instead of an error."""
+    return RecordBook(cfgs, rdir, then).result()
+
+
 def ensure(cfgs: list[Config], rdir: str, jobs: int = 1, log=print, train: bool = True, then=None,
            order=None, runner=None, device: str = "cpu") -> list[dict]:
     """Records of `cfgs` in order, followed by those of the configs `then(record)` names for each of them (e.g. a

@@ -97,9 +97,13 @@ def device_name(device: torch.device) -> str:
     return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
+def utc_now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
 def provenance(device: torch.device) -> dict:
     return {**git_state(), "versions": versions(), "device": device_name(device), "host": platform.node(),
-            "time_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+            "time_utc": utc_now()}
 
 
 def run_path(cfg, results_dir: str) -> str:

@@ -9,7 +9,7 @@ import os
 
 from . import fulldata
 from .config import DEFAULT_LAMBDA_SIM, LAMBDA_SWEEP, Config, preset
-from .pool import ensure
+from .pool import ensure, stored_records
 from .records import REPO_ROOT, load_cached
 
 RESULTS_ROOT = os.path.join(REPO_ROOT, "results")
@@ -58,10 +58,8 @@ def main_configs(preset_name: str, dataset: str, seeds) -> list[Config]:
     return cfgs
 
 
-def fixed_at_final_widths(firefly_record: dict) -> Config:
-    """A fixed network trained from scratch at the widths Firefly grew to (same seed and schedule)."""
-    cfg = Config.from_dict(firefly_record["config"])
-    return cfg.replace(method="fixed", start_width=None, widths=tuple(firefly_record["final"]["widths"]))
+# A fixed network trained from scratch at the widths Firefly grew to (same seed and schedule).
+fixed_at_final_widths = fulldata.fixed_at_widths
 
 
 def ablation_configs(preset_name: str, dataset: str, seed: int = 0) -> list[Config]:
@@ -160,33 +158,53 @@ def dataset_available(preset_name: str, dataset: str) -> bool:
 
 def fulldata_study(jobs: int = 2, root: str = RESULTS_ROOT, log=print, train: bool = True, runner=None) -> dict:
     """The full-data study (replication/fulldata.py): train what is missing, the lambda sweep first (its lambda
-    unblocks ours), and return the records by part: {"sweep", "lambda_sim", "main", "ablations"}. With train=False
-    a missing run is an error. A `runner` trains them as submitit jobs (pool.ensure)."""
+    unblocks ours), and return the records by part: {"sweep", "lambda_sim", "main", "ablations", "constrained",
+    "equal_compute", "lambda_ext_sweep", "lambda_ext", "lambda_ext_rows", "missing"}. With train=False nothing is
+    trained: a missing run is an error, except while the plan says it is in progress (`fulldata.IN_PROGRESS`),
+    when the parts hold what has landed and "missing" names the rest. A `runner` trains them as submitit jobs."""
     rdir = results_dir(fulldata.PRESET, root)
     base = base_config(fulldata.PRESET, "cifar10")
-    sweep = fulldata.sweep_configs(base)
-
-    def then(record):
-        return [fixed_at_final_widths(record)] if fulldata.wants_fixed_follow_up(record) else []
-    independent, ablations = fulldata.independent_configs(base), fulldata.ablation_configs(base)
+    sweep, independent = fulldata.sweep_configs(base), fulldata.independent_configs(base)
     swept = [load_cached(c, rdir) for c in sweep]
-    first = None  # the runs trained before lambda is known, when the sweep is not stored yet
-    if any(r is None for r in swept):
-        first = ensure(sweep + independent, rdir, jobs, log, train, then=then, order=fulldata.start_order,
-                       runner=runner)
+    if any(r is None for r in swept):  # lambda is not known yet: the sweep and the runs that do not need it
+        first = ensure(sweep + independent, rdir, jobs, log, train, then=fulldata.follow_ups,
+                       order=fulldata.start_order, runner=runner)
         swept = first[:len(sweep)]
     lam = fulldata.chosen_lambda(swept)
     log(f"lambda_sim chosen by the pre-registered rule on seeds {fulldata.SWEEP_SEEDS}: {lam:g}")
-    ours = fulldata.ours_configs(base, lam)
-    if first is None:
-        # lambda came from the stored sweep: one pool takes every run, so that no process idles between the runs
-        # that do not need lambda and those that do (a restarted or extended study).
-        out = ensure(sweep + independent + ours + ablations, rdir, jobs, log, train, then=then,
-                     order=fulldata.start_order, runner=runner)
-        cut, end = len(sweep) + len(independent), len(sweep) + len(independent) + len(ours) + len(ablations)
-        first, later = out[:cut] + out[end:], out[cut:end]  # follow-ups after the runs that named them
+    plan = {"sweep": sweep, "lambda_ext_sweep": fulldata.lambda_ext_configs(base),
+            "main": independent + fulldata.ours_configs(base, lam), "ablations": fulldata.ablation_configs(base),
+            "constrained": fulldata.constrained_baselines(base, lam)}
+    # One pool takes every run whose config is known, so that no process idles between the parts.
+    found = _fulldata_records([c for part in plan.values() for c in part], rdir, jobs, log, train, runner)
+    parts = {name: [found[c.key()] for c in cfgs if c.key() in found] for name, cfgs in plan.items()}
+    followed = [f for r in parts["main"] for f in fulldata.follow_ups(r)]
+    parts["main"] += [found[f.key()] for f in followed if f.key() in found and not fulldata.is_equal_compute(
+        f.result_fields())]
+    parts["equal_compute"] = [found[f.key()] for f in followed if f.key() in found and fulldata.is_equal_compute(
+        f.result_fields())]
+    cfgs = [c for part in plan.values() for c in part] + followed
+    lam_ext = rows = None
+    if len(parts["lambda_ext_sweep"]) == len(plan["lambda_ext_sweep"]):
+        lam_ext = fulldata.lambda_ext(parts["lambda_ext_sweep"])
+        log(f"lambda_ext chosen by the pre-registered rule on seeds {fulldata.LAMBDA_EXT_SEEDS}: {lam_ext:g}")
+        rows = fulldata.lambda_ext_row_configs(base, lam_ext, lam)
+        found.update(_fulldata_records(rows, rdir, jobs, log, train, runner))
+        cfgs += rows
+    parts.update(lambda_sim=lam, lambda_ext=lam_ext,
+                 lambda_ext_rows=[found[c.key()] for c in rows or [] if c.key() in found],
+                 missing=[c.name() for c in dict.fromkeys(cfgs) if c.key() not in found])
+    if not train and not fulldata.IN_PROGRESS and (parts["missing"] or lam_ext is None):
+        raise FileNotFoundError(f"{len(parts['missing'])} run(s) of the fulldata plan missing from {rdir}: "
+                                f"{parts['missing']}")
+    return parts
+
+
+def _fulldata_records(cfgs, rdir, jobs, log, train, runner) -> dict[str, dict]:
+    """{config key: record} of `cfgs` and their follow-ups: trained when missing, else only what is stored."""
+    if train:
+        records = ensure(cfgs, rdir, jobs, log, True, then=fulldata.follow_ups, order=fulldata.start_order,
+                         runner=runner)
     else:
-        # The ablation does not need lambda, but it shares this pool with ours, so that no process idles at the end.
-        later = ensure(ours + ablations, rdir, jobs, log, train, runner=runner)
-    return {"sweep": swept, "lambda_sim": lam, "main": first[len(sweep):] + later[:len(ours)],
-            "ablations": later[len(ours):]}
+        records = stored_records(cfgs, rdir, then=fulldata.follow_ups)
+    return {r["config_key"]: r for r in records if r is not None}

@@ -219,6 +219,11 @@ def run(cfg: Config, results_dir: str = "results", device: str | torch.device = 
         torch.set_rng_state(state["torch_rng"])
         record, start_round, start_epoch = state["record"], state["round"], state["epoch"]
         train_flops = state["train_flops"]
+    # The code that trains each stretch of the run: a run started under one commit and resumed under another names
+    # both (provenance, written at the end, names only the last).
+    event = "start" if state is None else ("fork" if "round0_key" in state else "resume")
+    record.setdefault("code", []).append({"event": event, "at_epoch": len(record["epochs"]), **res.git_state(),
+                                          "time_utc": res.utc_now()})
     done_epochs = len(record["epochs"])
     t0 = time.perf_counter() - record["wall_time_s"]
     for r in range(start_round, cfg.rounds):

@@ -165,50 +165,118 @@ def test_width_stats_are_over_seeds_per_method_and_layer_in_record_order():
     plots.plt.close(fig)
 
 
-def test_fulldata_study_trains_ours_and_the_ablation_in_one_pool(monkeypatch, tmp_path):
-    """After the sweep, ours and the scoring ablation go to one `ensure` call (no process idles between them), and
-    the records come back sorted into their parts."""
-    from replication import fulldata
-    calls = []
+def _fake_record(c):
+    """A record as train.run writes it, with the fields the plan reads (three rounds of growth for Firefly)."""
+    widths = [16 + 8 * r for r in range(3)]
+    return {"name": c.name(), "config_key": c.key(), "config": c.result_fields(),
+            "rounds": [{"flops": 1_000_000 * w} for w in widths],
+            "final": {"test_acc": 0.5 + 0.01 * c.lambda_sim + 0.001 * c.seed, "widths": [widths[-1]] * 16,
+                      "flops": 1_000_000 * widths[-1]}}
 
+
+def _fake_ensure(calls):
     def fake_ensure(cfgs, rdir, jobs=1, log=print, train=True, then=None, order=None, runner=None):
         calls.append(list(cfgs))
-        return [{"config": c.result_fields(), "final": {"test_acc": 0.5 + 0.1 * c.lambda_sim}} for c in cfgs]
-    monkeypatch.setattr(study, "ensure", fake_ensure)
+        recs = [_fake_record(c) for c in cfgs]
+        return recs + [_fake_record(f) for r in recs for f in (then(r) if then else [])]
+    return fake_ensure
+
+
+def test_fulldata_study_trains_the_sweep_first_then_every_other_run_in_one_pool(monkeypatch, tmp_path):
+    """Without a stored sweep, lambda is unknown: the sweep and the runs that do not need it train first; then one
+    pool takes every other run (no process idles between the parts); the records come back sorted into parts."""
+    from replication import fulldata
+    calls = []
+    monkeypatch.setattr(study, "ensure", _fake_ensure(calls))
     parts = study.fulldata_study(root=str(tmp_path), log=lambda *a: None)
     assert parts["lambda_sim"] == max(fulldata.LAMBDA_SWEEP)  # the fake accuracies rise with lambda
-    second = calls[1]
-    assert {c.method for c in second} == {"ours", "firefly"} and len(calls) == 2
+    assert parts["lambda_ext"] == max(fulldata.LAMBDA_EXT_GRID)
+    assert len(calls) == 3 and {c.method for c in calls[0]} == {"ours", "firefly", "random", "fixed"}
+    assert {c.method for c in calls[1]} == {"ours", "firefly", "random", "fixed"}
+    assert {(c.method, c.lambda_sim) for c in calls[2]} == {("ours", max(fulldata.LAMBDA_EXT_GRID))}
+    assert {c.seed for c in calls[2]} == set(fulldata.MAIN_SEEDS)
     assert [r["config"]["firefly_score_at"] for r in parts["ablations"]] == ["zero"] * len(fulldata.ABLATION_SEEDS)
-    assert {r["config"]["seed"] for r in parts["ablations"]} <= set(fulldata.MAIN_SEEDS)  # paired with Firefly
     ours = [r for r in parts["main"] if r["config"]["method"] == "ours"]
     assert len(ours) == 2 * len(fulldata.MAIN_SEEDS) + len(fulldata.FROM_ROUND0_EXTRA_SEEDS)
-
+    fixed_at_widths = [r for r in parts["main"] if r["config"]["widths"] is not None]
+    assert {r["config"]["seed"] for r in fixed_at_widths} == set(fulldata.OTHER_SEEDS)
+    assert all(r["config"]["rounds"] == 3 for r in fixed_at_widths)  # the same schedule as Firefly
+    assert {r["config"]["seed"] for r in parts["equal_compute"]} == set(fulldata.EQUAL_COMPUTE_SEEDS)
+    assert all(r["config"]["rounds"] == 1 for r in parts["equal_compute"])
+    assert {(r["config"]["method"], r["config"]["firefly_score_at"]) for r in parts["constrained"]} == {
+        ("ours", "zero"), ("random", "full")}
+    assert all(r["config"]["lambda_sim"] == parts["lambda_sim"] for r in parts["constrained"])
+    assert parts["missing"] == []
 
 
 def test_fulldata_study_with_a_stored_sweep_trains_everything_in_one_pool(monkeypatch, tmp_path):
-    """When the sweep's records are stored, lambda is known up front: one `ensure` call takes every run (no process
-    idles between the two phases), and the parts, follow-ups included, are those of the two-phase study."""
+    """When the sweep's records are stored, lambda is known up front: one `ensure` call takes every run whose
+    config is known, and the parts, follow-ups included, are those of the two-phase study."""
     from replication import fulldata
     calls = []
-
-    def record(c):
-        return {"config": c.result_fields(), "final": {"test_acc": 0.5 + 0.1 * c.lambda_sim, "widths": [20] * 16}}
-
-    def fake_ensure(cfgs, rdir, jobs=1, log=print, train=True, then=None, order=None, runner=None):
-        calls.append(list(cfgs))
-        recs = [record(c) for c in cfgs]
-        return recs + [record(f) for r in recs for f in (then(r) if then else [])]
-    monkeypatch.setattr(study, "ensure", fake_ensure)
+    monkeypatch.setattr(study, "ensure", _fake_ensure(calls))
     two_phase = study.fulldata_study(root=str(tmp_path), log=lambda *a: None)
-    assert len(calls) == 2
-    stored = {c: record(c) for c in fulldata.sweep_configs(study.base_config("fulldata", "cifar10"))}
+    stored = {c: _fake_record(c) for c in fulldata.sweep_configs(study.base_config("fulldata", "cifar10"))}
     monkeypatch.setattr(study, "load_cached", lambda c, rdir: stored.get(c))
     calls.clear()
     one_pool = study.fulldata_study(root=str(tmp_path), log=lambda *a: None)
-    assert len(calls) == 1 and {c.method for c in calls[0]} == {"ours", "firefly", "random", "fixed"}
-    assert one_pool == two_phase
-    assert sum(r["config"]["widths"] is not None for r in one_pool["main"]) == len(fulldata.OTHER_SEEDS)
+    assert len(calls) == 2  # every known run, then the row that lambda_ext names
+    assert {k: sorted(r["name"] for r in v) if isinstance(v, list) else v for k, v in one_pool.items()} == {
+        k: sorted(r["name"] for r in v) if isinstance(v, list) else v for k, v in two_phase.items()}
+
+
+def test_fulldata_renders_while_in_progress_and_refuses_a_missing_run_once_complete(monkeypatch, tmp_path):
+    """With train=False nothing trains: while the plan is in progress the parts hold what has landed and name the
+    rest; once it is declared complete, a missing run is an error."""
+    from replication import fulldata
+    base = study.base_config("fulldata", "cifar10")
+    landed = {c: _fake_record(c) for c in fulldata.sweep_configs(base) + fulldata.independent_configs(base)}
+    monkeypatch.setattr(study, "load_cached", lambda c, rdir: landed.get(c))
+    monkeypatch.setattr(pool, "load_cached", lambda c, rdir: landed.get(c))
+    monkeypatch.setattr(study, "ensure", lambda *a, **k: pytest.fail("must not train"))
+    monkeypatch.setattr(fulldata, "IN_PROGRESS", True)
+    parts = study.fulldata_study(root=str(tmp_path), log=lambda *a: None, train=False)
+    assert len(parts["main"]) == len(fulldata.independent_configs(base))
+    assert parts["lambda_ext"] is None and parts["constrained"] == [] and parts["missing"]
+    assert not any(name in parts["missing"] for name in (c.name() for c in landed))
+    monkeypatch.setattr(fulldata, "IN_PROGRESS", False)
+    with pytest.raises(FileNotFoundError, match="missing"):
+        study.fulldata_study(root=str(tmp_path), log=lambda *a: None, train=False)
+
+
+def test_fulldata_lambda_ext_rule_breaks_ties_downwards_and_adds_a_row_only_past_the_first_lambda():
+    from replication import fulldata
+    base = study.base_config("fulldata", "cifar10")
+
+    def recs(accs):
+        return [{"config": {"lambda_sim": lam, "seed": s}, "final": {"test_acc": a}}
+                for lam, a in accs.items() for s in fulldata.LAMBDA_EXT_SEEDS]
+    assert fulldata.LAMBDA_EXT_GRID == (1.0, 3.0, 10.0) and fulldata.LAMBDA_EXT_SEEDS == (100, 101)
+    assert fulldata.lambda_ext(recs({1.0: 0.78, 3.0: 0.79, 10.0: 0.79})) == 3.0  # a tie goes to the smaller
+    assert fulldata.lambda_ext(recs({1.0: 0.78, 3.0: 0.77, 10.0: 0.76})) == 1.0
+    assert fulldata.lambda_ext_row_configs(base, 1.0, 1.0) == []
+    assert {c.seed for c in fulldata.lambda_ext_row_configs(base, 3.0, 1.0)} == set(fulldata.MAIN_SEEDS)
+    with pytest.raises(ValueError, match="incomplete"):
+        fulldata.lambda_ext(recs({1.0: 0.78, 3.0: 0.79, 10.0: 0.79})[1:])
+
+
+def test_equal_compute_epochs_match_the_firefly_runs_training_flops():
+    """Firefly trains 8 epochs at each round's widths; the fixed net at its final widths gets the whole number of
+    epochs closest to the same sum (the same images pass in both), within the plan's tolerance."""
+    from replication import fulldata
+    from replication.config import FULLDATA
+    rec = _fake_record(FULLDATA.replace(method="firefly", seed=0))  # forward MFLOPs 16, 24, 32 in the 3 rounds
+    epochs, ratio = fulldata.equal_compute_epochs(rec)
+    assert epochs == round(8 * (16 + 24 + 32) / 32) == 18 and ratio == pytest.approx(1.0)
+    cfg = fulldata.fixed_at_equal_compute(rec)
+    assert (cfg.method, cfg.rounds, cfg.epochs_per_round, cfg.widths) == ("fixed", 1, 18, (32,) * 16)
+    assert cfg.lr_milestones == FULLDATA.lr_milestones  # Firefly's lr rule within the one round
+    rec["rounds"] = [{"flops": 1}, {"flops": 1}, {"flops": 1_000_000}]  # 2 whole epochs would be needed: +-12 %
+    rec["final"]["flops"] = 1_000_000 * 8 * 7 // 8
+    rec["config"] = {**rec["config"], "epochs_per_round": 1}
+    with pytest.raises(ValueError, match="no whole number of epochs"):
+        fulldata.equal_compute_epochs(rec)
+
 
 PARENT_SCRIPT = """
 import concurrent.futures as cf, multiprocessing as mp, os, sys, time

@@ -52,6 +52,10 @@ def test_killed_and_resumed_run_ends_exactly_like_an_uninterrupted_one(tmp_path,
         assert resumed["epochs"] == [{**e, "time_s": r["time_s"]} for e, r in zip(full["epochs"], resumed["epochs"])]
         assert resumed["final"] == full["final"]
         assert not os.path.exists(checkpoint_path(cfg, d))
+        # the code of each stretch is named: where the run started and where it was resumed
+        assert [(c["event"], c["at_epoch"]) for c in resumed["code"]] == [("start", 0), ("resume", kill_after)]
+        assert all("git_sha" in c and "git_dirty" in c and c["time_utc"] for c in resumed["code"])
+    assert [c["event"] for c in full["code"]] == ["start"]
 
 
 def test_checkpoint_from_another_config_is_refused(tmp_path, tiny_cfg):
