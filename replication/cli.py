@@ -160,8 +160,12 @@ def main(argv=None) -> int:
                 return 1 if exc.failed else 0
             return 0
         if args.command == "figures":
-            from .pipeline import full_study, run_notebooks
-            full_study(args.preset, args.seeds, args.jobs, args.datasets.split(","))
+            from .pipeline import full_study, run_notebooks, trains_in_figures
+            if trains_in_figures(args.preset):
+                full_study(args.preset, args.seeds, args.jobs, args.datasets.split(","))
+            else:
+                print(f"[figures] {args.preset}: rendered from the stored records only; "
+                      f"`make results PRESET={args.preset}` trains what its plan still lacks")
             run_notebooks(args.preset, args.seeds, args.jobs)
             return 0
         cfg = config_from_args(args)

@@ -20,6 +20,12 @@ from .study import (DEFAULT_SEEDS, RESULTS_ROOT, ablation_configs, base_config, 
 SKIPPED_NOTEBOOKS = {"fulldata": ("07_neurons.ipynb",)}
 
 
+def trains_in_figures(preset_name: str) -> bool:
+    """`make figures` trains what a preset's tables lack, except for the fulldata study (hours of CPU): its runs
+    train only through `make results`, so its figures always render the stored records."""
+    return preset_name != "fulldata"
+
+
 def run_notebooks(preset_name: str, seeds=None, jobs: int = 2, log=print) -> list[str]:
     import papermill as pm
 

@@ -103,8 +103,10 @@ def then_fixed_at_final_widths(record: dict) -> list[Config]:
 def main_study(preset_name: str, dataset: str, seeds=None, jobs: int = 1, root: str = RESULTS_ROOT,
                log=print, train: bool = True) -> list[dict]:
     """The main table's runs, then one fixed network per Firefly run at its final widths."""
-    if preset_name == fulldata.PRESET:  # CIFAR-10 only: no CIFAR-100 table at this scale
-        return fulldata_study(jobs, root, log, train)["main"] if dataset == "cifar10" else []
+    # fulldata: CIFAR-10 only (no CIFAR-100 table at this scale), and its notebooks only render: its runs (hours)
+    # train through `make results` alone (pipeline.trains_in_figures)
+    if preset_name == fulldata.PRESET:
+        return fulldata_study(jobs, root, log, train=False)["main"] if dataset == "cifar10" else []
     seeds = tuple(seeds) if seeds else DEFAULT_SEEDS[preset_name]
     return ensure(main_configs(preset_name, dataset, seeds), results_dir(preset_name, root), jobs, log, train,
                   then=then_fixed_at_final_widths)
@@ -115,7 +117,7 @@ def ablation_study(preset_name: str, dataset: str = "cifar10", jobs: int = 1, ro
     """The ablation runs plus Firefly (lambda = 0) on the same seed; on fulldata its lambda sweep (seed 100) and
     its scoring ablation, with Firefly and ours (constraint from round 1) of the same seeds beside it."""
     if preset_name == fulldata.PRESET:
-        parts = fulldata_study(jobs, root, log, train)
+        parts = fulldata_study(jobs, root, log, train=False)
         beside = [r for r in parts["main"] if r["config"]["seed"] in fulldata.ABLATION_SEEDS
                   and (r["config"]["method"] == "firefly"
                        or (r["config"]["method"] == "ours" and r["config"]["sim_from_round"] == 1))]
@@ -128,7 +130,7 @@ def ablation_study(preset_name: str, dataset: str = "cifar10", jobs: int = 1, ro
 def from_round0_study(preset_name: str, dataset: str = "cifar10", seeds=None, jobs: int = 1,
                       root: str = RESULTS_ROOT, log=print, train: bool = True) -> list[dict]:
     if preset_name == fulldata.PRESET:  # part of its main table
-        main = fulldata_study(jobs, root, log, train)["main"]
+        main = fulldata_study(jobs, root, log, train=False)["main"]
         return [r for r in main if r["config"]["method"] in ("firefly", "ours")]
     return ensure(from_round0_configs(preset_name, dataset, seeds), results_dir(preset_name, root), jobs, log, train)
 
