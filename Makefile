@@ -11,6 +11,7 @@ STUDY ?= fulldata
 EXECUTOR ?= inline
 EXECUTOR_ARGS ?=
 DEVICE ?= cuda
+LAB_ARGS ?=
 export REPLICATION_DATA ?= $(CURDIR)/data
 
 .DEFAULT_GOAL := help
@@ -58,8 +59,8 @@ gpu-check: $(STAMP) data  ## on a CUDA machine: cuda vs cpu, img/s per precision
 study-time: $(STAMP)  ## CPU and wall time of a study's committed runs (STUDY=fulldata, JOBS=2)
 	$(PY) benchmarks/study_time.py $(STUDY) $(JOBS)
 
-lab: $(STAMP)  ## open JupyterLab in the project's environment (kernel: this venv's python3)
-	$(VENV)/bin/jupyter lab notebooks/
+lab: $(STAMP)  ## open JupyterLab on localhost in the project's environment (kernel: this venv's python3)
+	$(VENV)/bin/jupyter lab notebooks/ --ip=127.0.0.1 $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 
 clean:  ## remove build outputs (executed notebooks, caches); keeps results and the venv
 	rm -rf build .pytest_cache

@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 
 from .config import ARCHS, DATASETS, DEFAULT_LAMBDA_SIM, FIREFLY_START_WIDTH, METHODS, PRESETS, Config, preset
+from .records import REPO_ROOT
 
 
 def _parse_value(field: dataclasses.Field, text: str):
@@ -88,9 +90,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="use data files that fail the md5 / pixel-fingerprint check (recorded as unverified)")
     t.add_argument("--threads", dest="num_threads", type=int, help="torch CPU threads (default: all cores)")
     t.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
-    t.add_argument("--out", default="results", help="results folder (default results/)")
+    t.add_argument("--out", default=os.path.join(REPO_ROOT, "results"),
+                   help="results folder (default: results/ at the repository root, like data/, whatever the "
+                        "working directory)")
     t.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint of this config")
     sub.add_parser("presets", help="list the presets and how they differ from the paper protocol")
+    seal = sub.add_parser("seal-records", help="stamp run records and cached tables written before checksums "
+                                               "existed (each record's consistency is checked first)")
+    seal.add_argument("folders", nargs="+", help="results folders, e.g. results/quick")
     for name, text in (("study", "train every run the tables and figures need (cached runs are reused)"),
                        ("figures", "run every notebook with papermill: trains what is missing, renders all")):
         s = sub.add_parser(name, help=text)
@@ -139,6 +146,7 @@ def cluster_from_args(args):
 
 def main(argv=None) -> int:
     from .data import DataError
+    from .records import CannotWrite
     from .train import CheckpointMismatch, TrainingDiverged, run
 
     args = build_parser().parse_args(argv)
@@ -148,6 +156,13 @@ def main(argv=None) -> int:
             for name, cfg in PRESETS.items():
                 diff = {k: v for k, v in dataclasses.asdict(cfg).items() if base[k] != v}
                 print(f"{name}: {diff or 'the Firefly protocol'}")
+            return 0
+        if args.command == "seal-records":
+            from .records import seal_folder
+            for folder in args.folders:
+                if not os.path.isdir(os.path.join(folder, "runs")):
+                    raise ValueError(f"{folder} is not a results folder (it has no runs/)")
+                seal_folder(folder)
             return 0
         if args.command == "study":
             from .executors import StudyIncomplete
@@ -174,6 +189,6 @@ def main(argv=None) -> int:
         print(f"{cfg.name()}: test acc {f['test_acc']:.4f}, params {f['params']:,}, FLOPs/img {f['flops']:,}, "
               f"widths {f['widths']} ({rec['wall_time_s']:.0f}s) -> {args.out}/runs/{cfg.name()}.json")
         return 0
-    except (DataError, ValueError, CheckpointMismatch, TrainingDiverged) as exc:
+    except (DataError, ValueError, CannotWrite, CheckpointMismatch, TrainingDiverged) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

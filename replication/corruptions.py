@@ -43,7 +43,7 @@ def _contrast(x, factor, g):
 
 
 def _jpeg(x, quality, g):
-    from PIL import Image  # Pillow comes with torchvision
+    from PIL import Image
 
     out = []
     for img in (x.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy():

@@ -112,28 +112,51 @@ class Ledger:
     def add(self, name: str, executor: str, job_id: str, kind: str, stderr: str) -> None:
         self.entries[name] = {"executor": executor, "job_id": job_id, "kind": kind, "stderr": stderr,
                               "submitted": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+        if executor == "local":
+            self.entries[name]["process"] = process_identity(int(job_id))
         atomic_write_text(self.path, json.dumps(self.entries, indent=1, sort_keys=True))
 
 
-def _local_alive(job_id: str) -> bool:
+def process_identity(pid: int) -> str | None:
+    """What tells a process from a later one with the same pid: this boot's id and the process's start time (Linux
+    /proc); None when it cannot be read (no such process, or no /proc)."""
     try:
-        os.kill(int(job_id), 0)  # local job ids are the pids of submitit's job controllers
+        with open(f"/proc/{pid}/stat") as f:
+            start_ticks = f.read().rsplit(")", 1)[1].split()[19]  # field 22, after the command name
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            return f"{f.read().strip()}:{start_ticks}"
+    except (OSError, IndexError):
+        return None
+
+
+def _local_alive(entry: dict) -> bool:
+    """Whether a local job's controller still runs: its pid exists and is the same process the ledger recorded (a
+    pid reused after a crash or reboot belongs to another process)."""
+    try:
+        pid = int(entry["job_id"])
+        os.kill(pid, 0)  # local job ids are the pids of submitit's job controllers
     except (ProcessLookupError, ValueError):
         return False
     except PermissionError:
-        return True
-    return True
+        pass
+    recorded = entry.get("process")
+    return recorded is not None and process_identity(pid) == recorded
 
 
 class SubmititRunner:
     """`ensure` for the submitit executors: the same contract as `pool.ensure` (records of `cfgs`, then of their
     follow-ups), training what is missing as jobs. Raises StudyIncomplete while runs are outstanding."""
 
-    def __init__(self, opts: ClusterOptions, log=print):
+    def __init__(self, opts: ClusterOptions, log=print, max_running: int | None = None):
         if opts.executor == "inline":
             raise ValueError("the inline executor is pool.ensure; SubmititRunner is for local and slurm")
+        if max_running is not None and max_running < 1:
+            raise ValueError(f"max_running must be >= 1, got {max_running}")
         self.opts, self.log = opts, log
+        # Local jobs are processes of this machine: at most this many at once (--jobs); Slurm has its own queue.
+        self.max_running = max_running
         self.submitted = 0  # jobs this runner submitted (tests: a second call submits nothing)
+        self.resubmitted: list[str] = []  # runs whose earlier job ended without a record (killed, failed)
         self.jobs: dict[str, object] = {}  # run name -> submitit Job of this process
 
     # -- submission ------------------------------------------------------------------------------------------
@@ -171,7 +194,7 @@ class SubmititRunner:
         if entry is None:
             return False
         if entry["executor"] == "local":
-            return _local_alive(entry["job_id"])
+            return _local_alive(entry)
         job = submitit.SlurmJob(os.path.join(os.path.dirname(ledger.path), "%j"), entry["job_id"])
         return job.state.split()[0] in SLURM_ACTIVE
 
@@ -200,9 +223,20 @@ class SubmititRunner:
             batch = [("round0", c) for c in leaders if _ledger_name("round0", c) not in self.jobs
                      and _ledger_name("round0", c) not in active]
             batch += [("run", c) for c in todo if c.round0_key() not in shared]
+            deferred = False
+            if self.max_running is not None:  # a job whose record has landed may still be exiting: count it too
+                busy = active | {key for key, job in self.jobs.items() if not job.done()}
+                deferred = len(batch) > self.max_running - len(busy)
+                batch = batch[:max(0, self.max_running - len(busy))]
+            for kind, c in batch:  # a job on record that is no longer active and left no record: say so
+                entry = ledger.entries.get(_ledger_name(kind, c))
+                if entry is not None and _ledger_name(kind, c) not in self.jobs:
+                    self.resubmitted.append(_ledger_name(kind, c))
+                    log(f"{_ledger_name(kind, c)}: its job {entry['job_id']} ended without finishing (killed or "
+                        f"failed; log: {entry['stderr']}); submitting it again")
             self._submit(batch, rdir, ledger, log)
             active |= {_ledger_name(kind, c) for kind, c in batch}  # just submitted: queued
-            if not self.opts.wait or not active:
+            if not self.opts.wait or not (active or deferred):
                 break
             time.sleep(self.opts.poll_s)
         book.refresh()
@@ -232,7 +266,9 @@ class SubmititRunner:
             entry = ledger.entries.get(key, {})
             rows.append([c.name(), state, entry.get("job_id", ""), entry.get("stderr", "") if "failed" in state else ""])
         again = "run the same command again to submit what is missing or failed"
-        head = f"{len(missing)} run(s) outstanding in {rdir} ({failed} failed): {again}"
+        again_note = (f", {len(self.resubmitted)} resubmitted after their job ended without finishing"
+                      if self.resubmitted else "")
+        head = f"{len(missing)} run(s) outstanding in {rdir} ({failed} failed{again_note}): {again}"
         return head + "\n" + tabulate(rows, headers=["run", "state", "job", "log of a failed job"]), failed
 
 
@@ -257,4 +293,4 @@ def runner_for(opts: ClusterOptions | None, jobs: int = 1, log=print):
         return None
     if opts.executor == "inline":
         return InlineRunner(jobs, opts.device)
-    return SubmititRunner(opts, log)
+    return SubmititRunner(opts, log, max_running=jobs if opts.executor == "local" else None)

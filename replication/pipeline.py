@@ -3,12 +3,13 @@ notebook with papermill into build/notebooks/<preset>/ (kept as build output). T
 """
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import time
 
 from .pool import ensure
-from .records import REPO_ROOT
+from .records import REPO_ROOT, atomic_write_text, figures_dir, require_writable, tables_dir
 from .study import (DEFAULT_SEEDS, RESULTS_ROOT, ablation_configs, base_config, from_round0_configs,
                     dataset_available, fulldata_study, main_configs, results_dir,
                     then_fixed_at_final_widths)
@@ -26,10 +27,41 @@ def trains_in_figures(preset_name: str) -> bool:
     return preset_name != "fulldata"
 
 
-def run_notebooks(preset_name: str, seeds=None, jobs: int = 2, log=print) -> list[str]:
+@contextlib.contextmanager
+def _kernel_imports_this_repository():
+    """Notebook kernels import the package of the repository they render, even where the environment has another
+    clone installed in editable mode (the kernel inherits this process's environment; PYTHONPATH comes first)."""
+    before = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join([REPO_ROOT] + ([before] if before else []))
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["PYTHONPATH"]
+        else:
+            os.environ["PYTHONPATH"] = before
+
+
+def mark_failed(path: str, exc: BaseException) -> None:
+    """Put a first cell into an executed notebook that did not finish, so that it never reads as complete."""
+    import nbformat
+    if not os.path.isfile(path):
+        return
+    nb = nbformat.read(path, as_version=4)
+    what = "was interrupted" if isinstance(exc, KeyboardInterrupt) else f"failed ({type(exc).__name__})"
+    nb.cells.insert(0, nbformat.v4.new_markdown_cell(
+        f"**This notebook {what} before its last cell: its outputs are incomplete.**"))
+    nb.metadata.setdefault("replication", {})["status"] = "failed"
+    atomic_write_text(path, nbformat.writes(nb))
+
+
+def run_notebooks(preset_name: str, seeds=None, jobs: int = 2, log=print, build_dir: str | None = None) -> list[str]:
+    """Execute every notebook for `preset_name` into `build_dir` (default build/notebooks/<preset>/)."""
     import papermill as pm
 
-    out_dir = os.path.join(REPO_ROOT, "build", "notebooks", preset_name)
+    out_dir = build_dir or os.path.join(REPO_ROOT, "build", "notebooks", preset_name)
+    # Every folder a render writes, checked before the first notebook (a read-only one fails here in one line).
+    require_writable(out_dir, figures_dir(preset_name), tables_dir(preset_name))
     os.makedirs(out_dir, exist_ok=True)
     done = []
     for path in sorted(glob.glob(os.path.join(REPO_ROOT, "notebooks", "*.ipynb"))):
@@ -44,8 +76,13 @@ def run_notebooks(preset_name: str, seeds=None, jobs: int = 2, log=print) -> lis
         out = os.path.join(out_dir, os.path.basename(path))
         t0 = time.perf_counter()
         log(f"[figures] {os.path.basename(path)} ({preset_name}) ...")
-        pm.execute_notebook(path, out, parameters=params, kernel_name="python3", cwd=os.path.dirname(path),
-                            progress_bar=False)
+        try:
+            with _kernel_imports_this_repository():
+                pm.execute_notebook(path, out, parameters=params, kernel_name="python3",
+                                    cwd=os.path.dirname(path), progress_bar=False)
+        except BaseException as exc:
+            mark_failed(out, exc)
+            raise
         log(f"[figures] {os.path.basename(path)} done in {time.perf_counter() - t0:.0f}s -> {out}")
         done.append(out)
     return done

@@ -1,6 +1,7 @@
 """Figures, drawn only from run records and stored metric tables (seaborn/matplotlib), saved as PNG + PDF."""
 from __future__ import annotations
 
+import io
 import os
 
 import matplotlib
@@ -11,6 +12,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
+from .records import atomic_write_bytes  # noqa: E402
 from .similarity import HIST_BINS  # noqa: E402
 from .study import method_label  # noqa: E402
 
@@ -22,8 +24,11 @@ def save(fig, out_dir: str, name: str) -> list[str]:
     paths = []
     for ext in ("png", "pdf"):
         path = os.path.join(out_dir, f"{name}.{ext}")
+        buf = io.BytesIO()
         # Fixed metadata keeps the PDF bytes stable when nothing changed.
-        fig.savefig(path, dpi=150, bbox_inches="tight", metadata={"CreationDate": None} if ext == "pdf" else None)
+        fig.savefig(buf, format=ext, dpi=150, bbox_inches="tight",
+                    metadata={"CreationDate": None} if ext == "pdf" else None)
+        atomic_write_bytes(path, buf.getvalue())  # an interrupted render never leaves a truncated figure
         paths.append(path)
     return paths
 

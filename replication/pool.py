@@ -8,7 +8,7 @@ import multiprocessing as mp
 import os
 
 from .config import Config
-from .records import load_cached
+from .records import load_cached, require_writable
 
 STUDY_THREADS_PER_RUN = 1
 
@@ -175,6 +175,7 @@ def ensure(cfgs: list[Config], rdir: str, jobs: int = 1, log=print, train: bool 
         (c for c in book.missing() if c in own),
         key=lambda c: (not os.path.isfile(checkpoint_path(c, rdir)), start_order(c)))
     if pending:
+        require_writable(*(os.path.join(rdir, d) for d in ("runs", "checkpoints", "locks", "round0")))
         cores = os.cpu_count() or 1
         jobs = max(1, min(jobs, cores, len(pending)))  # a follow-up waits for its parent anyway
         # One thread per run, whatever the machine: oneDNN's reductions, hence a run's bits, depend on the thread

@@ -6,8 +6,10 @@ optimiser state and the position, and a resumed run ends with exactly the metric
 """
 from __future__ import annotations
 
+import contextlib
 import fractions
 import hashlib
+import io
 import math
 import os
 import time
@@ -155,10 +157,11 @@ def model_path(cfg: Config, results_dir: str) -> str:
 
 
 def _atomic_save(obj, path: str) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.{os.getpid()}.tmp"  # per process: two runs may write the same shared round-0 state
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    """torch.save through a unique temporary file and a rename (res.atomic_write_bytes): two runs may write the same
+    shared round-0 state, and a full disk leaves one clear error and no temporary file."""
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    res.atomic_write_bytes(path, buf.getvalue())
 
 
 def load_model(cfg: Config, results_dir: str, num_classes: int, device="cpu") -> nn.Module:
@@ -180,12 +183,22 @@ def _round_summary(model, r, growth, train_flops, test_acc) -> dict:
 def run(cfg: Config, results_dir: str = "results", device: str | torch.device = "cpu", resume: bool = True,
         ds: data_mod.Dataset | None = None, stop_after_epochs: int | None = None, log=print) -> dict | None:
     """Train (and grow) one run; return its record. `stop_after_epochs` simulates a kill (returns None)."""
-    device = torch.device(device)
-    threads = configure_threads(cfg.num_threads)
     cached = res.load_cached(cfg, results_dir)
     if cached is not None:
         return cached
-    devices.configure(cfg.precision, device, cfg.cudnn_benchmark)
+    devices.configure(cfg.precision, torch.device(device), cfg.cudnn_benchmark)  # a bad precision fails here
+    shared = round0_path(cfg, results_dir)
+    res.require_writable(*(os.path.join(results_dir, d) for d in ("runs", "checkpoints", "locks")),
+                         *([os.path.dirname(shared)] if shared else []))
+    with res.run_lock(cfg.name(), results_dir, log):
+        cached = res.load_cached(cfg, results_dir)  # trained meanwhile by the process that held the lock
+        if cached is not None:
+            return cached
+        return _train(cfg, results_dir, torch.device(device), resume, ds, stop_after_epochs, log)
+
+
+def _train(cfg: Config, results_dir: str, device: torch.device, resume: bool, ds, stop_after_epochs, log):
+    threads = configure_threads(cfg.num_threads)
     # The uint8 data set moves to the device once; batches are then cut and augmented there (data.train_batches).
     ds = (ds if ds is not None else data_mod.load_dataset(cfg)).to(device)
     torch.manual_seed(cfg.seed)
@@ -290,6 +303,8 @@ def run(cfg: Config, results_dir: str = "results", device: str | torch.device = 
     record["status"] = "complete"
     _atomic_save({"config_key": cfg.key(), "widths": widths_of(model), "model": model.state_dict()},
                  model_path(cfg, results_dir))
+    record = res.seal(record)
     res.write_json(res.run_path(cfg, results_dir), record)
-    os.remove(ckpt)
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(ckpt)
     return record
