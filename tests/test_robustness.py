@@ -221,6 +221,8 @@ def test_an_edited_record_is_refused_everywhere_records_are_read(tmp_path, edit,
         with pytest.raises(DamagedFile, match=message) as err:
             read()
         assert path in str(err.value) and "\n" not in str(err.value)
+    cli = _python("-m", "replication", "train", "--preset", "smoke", "--method", "fixed", "--out", str(tmp_path))
+    assert cli.returncode == 2 and cli.stderr.count("\n") == 1 and message in cli.stderr, cli.stderr
 
 
 def test_seal_records_stamps_an_untouched_old_record_and_refuses_an_inconsistent_one(tmp_path):
