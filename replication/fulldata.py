@@ -46,6 +46,26 @@ LAMBDA_EXT_GRID = (1.0, 3.0, 10.0)
 LAMBDA_EXT_SEEDS = (100, 101)
 
 
+# The paired comparisons the study's text makes (row A, row B, the question), by study.method_label; each is
+# reported as A − B over the seeds both rows have, with its 95 % t-interval (tables.comparisons_table).
+COMPARISONS = (
+    ("ours", "firefly", "the constraint on Firefly as its public code runs it"),
+    ("ours (from round 0)", "firefly", "the constraint from the first round on"),
+    ("firefly (scored at g = 0)", "firefly", "Firefly's scoring at g = 0 against the public scoring"),
+    ("firefly (scored at g = 0)", "ours", "the stronger scoring against the constraint"),
+    ("ours (scored at g = 0)", "firefly (scored at g = 0)", "the constraint on the stronger Firefly"),
+    ("random + constraint", "random", "the constraint on random growth"),
+    ("random", "firefly", "Firefly's selection against random growth"),
+    ("fixed (Firefly's final widths)", "firefly", "growth against the fixed net at its widths (same schedule)"),
+    ("fixed (Firefly's final widths)", "ours", "the same, against ours"),
+    ("fixed (Firefly's final widths)", "ours (from round 0)", "the same, against ours from round 0"),
+    ("fixed (Firefly's final widths)", "firefly (scored at g = 0)", "the same, against the stronger Firefly"),
+    ("fixed (Firefly's final widths, equal compute)", "firefly", "growth against the fixed net at equal training FLOPs"),
+    ("fixed (Firefly's final widths, equal compute)", "ours", "the same, against ours"),
+)
+MIN_SEEDS = 5  # fewer paired seeds than this: the comparison is reported as indicative
+
+
 def sweep_configs(base: Config) -> list[Config]:
     return [base.replace(method="ours", lambda_sim=lam, seed=s) for s in SWEEP_SEEDS for lam in LAMBDA_SWEEP]
 

@@ -42,6 +42,12 @@ def _kernel_imports_this_repository():
             os.environ["PYTHONPATH"] = before
 
 
+# The kernel's own log lines on every successful notebook read as trouble: that its local TCP sockets are
+# unencrypted (a warning) and, now and then, that the shutdown's interrupt reached it (an "ERROR" after the last
+# cell). A failing cell still fails the render, with its traceback, through papermill.
+KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=CRITICAL"]
+
+
 def mark_failed(path: str, exc: BaseException) -> None:
     """Put a first cell into an executed notebook that did not finish, so that it never reads as complete."""
     import nbformat
@@ -79,7 +85,8 @@ def run_notebooks(preset_name: str, seeds=None, jobs: int = 2, log=print, build_
         try:
             with _kernel_imports_this_repository():
                 pm.execute_notebook(path, out, parameters=params, kernel_name="python3",
-                                    cwd=os.path.dirname(path), progress_bar=False)
+                                    cwd=os.path.dirname(path), progress_bar=False,
+                                    extra_arguments=KERNEL_ARGUMENTS)
         except BaseException as exc:
             mark_failed(out, exc)
             raise

@@ -33,16 +33,23 @@ def base_config(preset_name: str, dataset: str) -> Config:
 
 
 def method_label(cfg: dict | Config) -> str:
+    """The row a run belongs to in the tables: its method and what sets it apart from that method's default."""
     c = cfg if isinstance(cfg, dict) else cfg.result_fields()
     if c["method"] == "fixed":
         if c.get("widths"):
-            return "fixed (Firefly's final widths)"
+            # one round for as many epochs as a Firefly run's training FLOPs (fulldata.fixed_at_equal_compute)
+            return ("fixed (Firefly's final widths, equal compute)" if c["rounds"] == 1
+                    else "fixed (Firefly's final widths)")
         return "fixed (compact)" if c["start_width"] is not None else "fixed (full)"
+    scored_at_zero = c["method"] in ("firefly", "ours") and c.get("firefly_score_at") == "zero"
     if c["lambda_sim"] > 0:
         if c["method"] == "ours":
-            return "ours (from round 0)" if c["sim_from_round"] == 0 else "ours"
+            details = ((["from round 0"] if c["sim_from_round"] == 0 else [])
+                       + (["scored at g = 0"] if scored_at_zero else [])
+                       + ([f"λ = {c['lambda_sim']:g}"] if c["lambda_sim"] != DEFAULT_LAMBDA_SIM else []))
+            return "ours" + (f" ({', '.join(details)})" if details else "")
         return f"{c['method']} + constraint"
-    return c["method"]
+    return "firefly (scored at g = 0)" if scored_at_zero else c["method"]
 
 
 def main_configs(preset_name: str, dataset: str, seeds) -> list[Config]:
@@ -106,7 +113,10 @@ def main_study(preset_name: str, dataset: str, seeds=None, jobs: int = 1, root: 
     # fulldata: CIFAR-10 only (no CIFAR-100 table at this scale), and its notebooks only render: its runs (hours)
     # train through `make results` alone (pipeline.trains_in_figures)
     if preset_name == fulldata.PRESET:
-        return fulldata_study(jobs, root, log, train=False)["main"] if dataset == "cifar10" else []
+        if dataset != "cifar10":
+            return []
+        parts = fulldata_study(jobs, root, log, train=False)
+        return parts["main"] + parts["equal_compute"] + parts["lambda_ext_rows"]
     seeds = tuple(seeds) if seeds else DEFAULT_SEEDS[preset_name]
     return ensure(main_configs(preset_name, dataset, seeds), results_dir(preset_name, root), jobs, log, train,
                   then=then_fixed_at_final_widths)
@@ -125,6 +135,22 @@ def ablation_study(preset_name: str, dataset: str = "cifar10", jobs: int = 1, ro
     rdir = results_dir(preset_name, root)
     firefly = base_config(preset_name, dataset).replace(method="firefly", seed=0)
     return ensure(ablation_configs(preset_name, dataset) + [firefly], rdir, jobs, log, train)
+
+
+def comparison_study(preset_name: str, root: str = RESULTS_ROOT, log=print) -> dict | None:
+    """{"records", "comparisons", "missing"} of a study that declares the paired comparisons its text makes
+    (fulldata), else None. Each comparison is (row A, row B, what it asks) by method_label, A − B paired by seed;
+    "missing" names the runs of the plan that have not landed (a study in progress)."""
+    if preset_name != fulldata.PRESET:
+        return None
+    parts = fulldata_study(root=root, log=log, train=False)
+    records = [r for name in ("main", "ablations", "constrained", "equal_compute", "lambda_ext_rows")
+               for r in parts[name]]
+    comparisons = list(fulldata.COMPARISONS)
+    if parts["lambda_ext_rows"]:
+        comparisons.append((method_label(parts["lambda_ext_rows"][0]["config"]), "firefly",
+                            "lambda past its first grid (chosen after seeing the first sweep)"))
+    return {"records": records, "comparisons": comparisons, "missing": parts["missing"]}
 
 
 def from_round0_study(preset_name: str, dataset: str = "cifar10", seeds=None, jobs: int = 1,

@@ -27,8 +27,15 @@ def runs_table(records: list[dict]):
 # ----------------------------------------------------------------------------------------------------------------
 # Tables: rendered only from run records, written as Markdown + CSV + LaTeX
 # ----------------------------------------------------------------------------------------------------------------
-METHOD_ORDER = ["fixed (compact)", "fixed (Firefly's final widths)", "fixed (full)", "random", "split", "firefly",
-                "ours", "ours (from round 0)"]
+METHOD_ORDER = ["fixed (compact)", "fixed (Firefly's final widths)", "fixed (Firefly's final widths, equal compute)",
+                "fixed (full)", "random", "random + constraint", "split", "firefly", "firefly (scored at g = 0)",
+                "ours", "ours (from round 0)", "ours (scored at g = 0)"]
+
+
+def ordered_labels(labels) -> list[str]:
+    """METHOD_ORDER first, then any other label (e.g. ours at another lambda) in alphabetical order."""
+    present = set(labels)
+    return [m for m in METHOD_ORDER if m in present] + sorted(present - set(METHOD_ORDER))
 
 
 def main_table(records: list[dict]):
@@ -39,7 +46,7 @@ def main_table(records: list[dict]):
     df = runs_table(records)
     df["method"] = [method_label(r["config"]) for r in records]
     rows = []
-    for method in [m for m in METHOD_ORDER if m in set(df["method"])]:
+    for method in ordered_labels(df["method"]):
         g = df[df["method"] == method]
         rows.append({"method": method, "seeds": len(g), "params (K)": g["params"].mean() / 1e3,
                      "MFLOPs/img": g["flops"].mean() / 1e6, "train TFLOPs": g["train_flops"].mean() / 1e12,
@@ -61,6 +68,52 @@ def paired_difference(df, method: str, reference: str = "firefly") -> dict | Non
         return None
     mean, half = ci95([100 * (other[s] - ref[s]) for s in common])
     return {"method": method, "seeds": len(common), "mean_pp": mean, "ci95_pp": half}
+
+
+def comparisons_table(records: list[dict], comparisons, min_seeds: int = 5):
+    """One row per comparison (A, B, question): A − B in top-1 percentage points over the seeds both rows have,
+    its 95 % t-interval, the training-FLOP ratio A/B over those seeds, and what the interval allows one to say
+    (a comparison on fewer than `min_seeds` paired seeds is indicative)."""
+    import pandas as pd
+
+    df = runs_table(records)
+    df["method"] = [method_label(r["config"]) for r in records]
+    rows = []
+    for a, b, question in comparisons:
+        acc = {m: df[df["method"] == m].set_index("seed") for m in (a, b)}
+        seeds = sorted(set(acc[a].index) & set(acc[b].index))
+        row = {"A − B": f"{a} − {b}", "question": question, "paired seeds": len(seeds)}
+        if not seeds:
+            rows.append({**row, "difference (pp)": "-", "95 % CI (pp)": "-", "train FLOPs A/B": "-",
+                         "verdict": "no paired seeds yet"})
+            continue
+        mean, half = ci95([100 * (acc[a].loc[s, "test_acc"] - acc[b].loc[s, "test_acc"]) for s in seeds])
+        ratio = sum(acc[a].loc[s, "train_flops"] / acc[b].loc[s, "train_flops"] for s in seeds) / len(seeds)
+        if half != half:
+            verdict = "one seed: no interval"
+        elif mean - half > 0:
+            verdict = "A above B"
+        elif mean + half < 0:
+            verdict = "A below B"
+        else:
+            verdict = "no difference shown (the interval includes 0)"
+        if len(seeds) < min_seeds:
+            verdict = f"indicative ({len(seeds)} seeds): {verdict}"
+        rows.append({**row, "difference (pp)": f"{mean:+.2f}", "95 % CI (pp)": "n/a" if half != half
+                     else f"± {half:.2f}", "train FLOPs A/B": f"{ratio:.2f}", "verdict": verdict})
+    return pd.DataFrame(rows)
+
+
+def render_comparisons(records: list[dict], comparisons, dataset: str, preset_name: str, missing: int = 0) -> tuple:
+    table = comparisons_table(records, comparisons)
+    pretty = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}.get(dataset, dataset)
+    caption = (f"{pretty}, {preset_name} preset: each comparison the text makes, A − B in last-epoch top-1 paired by "
+               "seed, with its 95 % t-interval over the paired seeds and the ratio of training FLOPs (growth-step "
+               "passes not counted). A verdict needs the interval to exclude 0; fewer than 5 paired seeds is "
+               "indicative.")
+    if missing:
+        caption += f" The study is in progress: {missing} run(s) of its plan have not landed yet."
+    return table, caption, f"{caption}\n\n{table.to_markdown(index=False)}"
 
 
 def render_main(records: list[dict], dataset: str, preset_name: str) -> tuple:
@@ -125,11 +178,12 @@ def write_table(table, name: str, out_dir: str, caption: str = "", floatfmt: str
 
 # README sections rendered from committed records: the fulldata table is the headline, quick the fast default.
 README_SECTIONS = {"fulldata": "results-fulldata-{dataset}", "quick": "results-{dataset}"}
+COMPARISON_SECTIONS = {"fulldata": "comparisons-fulldata-{dataset}"}
 
 
-def readme_section(preset_name: str, dataset: str) -> str | None:
-    """The README marker a preset's main table is rendered into (None: that preset's table is not in the README)."""
-    template = README_SECTIONS.get(preset_name)
+def readme_section(preset_name: str, dataset: str, what: str = "main") -> str | None:
+    """The README marker a preset's main (or comparisons) table is rendered into (None: not in the README)."""
+    template = (README_SECTIONS if what == "main" else COMPARISON_SECTIONS).get(preset_name)
     return template.format(dataset=dataset) if template else None
 
 
@@ -213,5 +267,4 @@ def similarity_table(records: list[dict]):
     import pandas as pd
 
     df = pd.DataFrame([{"method": method_label(r["config"]), **final_similarity(r)} for r in records])
-    order = [m for m in METHOD_ORDER if m in set(df["method"])]
-    return df.groupby("method").mean().reindex(order).reset_index()
+    return df.groupby("method").mean().reindex(ordered_labels(df["method"])).reset_index()

@@ -30,6 +30,17 @@ def test_cifar10_table_and_readme_match_the_committed_runs(preset):
     assert section == md.strip()
 
 
+def test_comparisons_table_and_readme_match_the_committed_runs():
+    compared = study.comparison_study("fulldata", log=lambda *a: None)
+    table, caption, md = tables.render_comparisons(compared["records"], compared["comparisons"], "cifar10",
+                                                   "fulldata", len(compared["missing"]))
+    assert _committed("fulldata", "comparisons_cifar10.md") == f"{caption}\n\n{table.to_markdown(index=False)}\n"
+    marker = tables.readme_section("fulldata", "cifar10", "comparisons")
+    readme = open(os.path.join(REPO_ROOT, "README.md")).read()
+    assert readme.split(f"<!-- {marker}:start -->\n", 1)[1].split(f"\n<!-- {marker}:end -->", 1)[0] == md.strip()
+    assert study.comparison_study("quick") is None  # only studies that declare comparisons render this table
+
+
 @pytest.mark.parametrize("preset", RENDERED)
 def test_ablation_table_matches_the_committed_runs(preset):
     records = study.ablation_study(preset, "cifar10", train=False)

@@ -99,8 +99,8 @@ def test_main_table_pairs_both_rows_of_ours_with_firefly():
         return {"config": cfg, "config_key": str(seed), "wall_time_s": 1.0,
                 "final": {"test_acc": acc, "params": 1, "flops": 1, "train_flops": 1}}
     records = [rec("firefly", s, 0.70 + 0.01 * s) for s in range(3)]
-    records += [rec("ours", s, 0.71 + 0.01 * s, lam=0.1) for s in range(3)]
-    records += [rec("ours", s, 0.73 + 0.01 * s, from_round=0, lam=0.1) for s in range(3)]
+    records += [rec("ours", s, 0.71 + 0.01 * s, lam=1.0) for s in range(3)]
+    records += [rec("ours", s, 0.73 + 0.01 * s, from_round=0, lam=1.0) for s in range(3)]
     table, caption, md = tables.render_main(records, "cifar10", "smoke")
     assert list(table["method"]) == ["firefly", "ours", "ours (from round 0)"]
     assert "Paired difference ours − Firefly over 3 seed(s): +1.00" in md
@@ -327,3 +327,42 @@ def test_a_restarted_study_resumes_its_interrupted_runs_first(tmp_path, monkeypa
     monkeypatch.setattr(pool, "_worker", lambda c, rdir, device="cpu": started.append(c.method) or real(c, rdir, device))
     pool.ensure(cfgs, str(tmp_path), jobs=1, log=lambda *a: None)
     assert started == ["fixed", "firefly", "random"]  # then longest first
+
+
+def test_comparisons_pair_by_seed_and_say_indicative_below_five_seeds():
+    from replication import tables
+    from replication.config import FULLDATA
+
+    def rec(cfg, acc, tflops=1.0):
+        return {"config": cfg.result_fields(), "config_key": cfg.key(), "wall_time_s": 1.0,
+                "final": {"test_acc": acc, "params": 1, "flops": 1, "train_flops": tflops}}
+    ff, ours = FULLDATA.replace(method="firefly"), FULLDATA.replace(method="ours", lambda_sim=1.0)
+    fixed = FULLDATA.replace(method="fixed", start_width=None, widths=(20,) * 16, rounds=1, epochs_per_round=14)
+    records = ([rec(ff.replace(seed=s), 0.78) for s in range(6)]
+               + [rec(ours.replace(seed=s), 0.79 + 0.001 * s) for s in range(5)]
+               + [rec(fixed.replace(seed=s), 0.77 + 0.01 * (s % 2), 1.1) for s in range(3)])
+    table = tables.comparisons_table(records, [("ours", "firefly", "q1"),
+                                               ("fixed (Firefly's final widths, equal compute)", "firefly", "q2"),
+                                               ("random", "firefly", "q3")]).set_index("A − B")
+    first = table.loc["ours − firefly"]
+    assert first["paired seeds"] == 5 and first["difference (pp)"] == "+1.20" and first["verdict"] == "A above B"
+    second = table.loc["fixed (Firefly's final widths, equal compute) − firefly"]
+    assert second["paired seeds"] == 3 and second["train FLOPs A/B"] == "1.10"
+    assert second["verdict"].startswith("indicative (3 seeds): no difference shown")
+    assert table.loc["random − firefly", "verdict"] == "no paired seeds yet"
+
+
+def test_method_labels_tell_every_row_of_the_fulldata_plan_apart():
+    from replication import fulldata
+    base = study.base_config("fulldata", "cifar10")
+    rec = {"name": "x", "config": base.replace(method="firefly").result_fields(),
+           "rounds": [{"flops": 10}, {"flops": 15}, {"flops": 20}], "final": {"widths": [20] * 16, "flops": 20}}
+    cfgs = (fulldata.independent_configs(base) + fulldata.ours_configs(base, 1.0) + fulldata.ablation_configs(base)
+            + fulldata.constrained_baselines(base, 1.0) + fulldata.lambda_ext_row_configs(base, 3.0, 1.0)
+            + fulldata.follow_ups(rec))
+    labels = {}
+    for c in cfgs:
+        fields = {k: v for k, v in c.result_fields().items() if k != "seed"}
+        labels.setdefault(study.method_label(c), set()).add(str(sorted(fields.items())))
+    assert all(len(v) == 1 for v in labels.values()), {k: len(v) for k, v in labels.items()}
+    assert {a for a, _, _ in fulldata.COMPARISONS} | {b for _, b, _ in fulldata.COMPARISONS} <= set(labels)
