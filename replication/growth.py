@@ -80,9 +80,10 @@ def split_neurons(unit: Unit, parents: torch.Tensor, delta: torch.Tensor, birth_
 
     The child copies the parent's BN affine and running statistics and its depthwise followers' filters and BN.
     """
-    parents = torch.as_tensor(parents, dtype=torch.long, device=unit.conv.weight.device)
-    if parents.unique().numel() != parents.numel():
+    host = torch.as_tensor(parents, dtype=torch.long).cpu()  # indices are chosen on the host; checked there
+    if host.unique().numel() != host.numel():
         raise ValueError("split_neurons: parents must be distinct")
+    parents = host.to(unit.conv.weight.device)
     conv, bn = unit.conv, unit.bn
     w = conv.weight.detach().clone()
     delta = delta.to(w)
@@ -120,7 +121,9 @@ def zero_fan_out(unit: Unit, n: int) -> torch.Tensor:
 def random_fan_out(unit: Unit, n: int, generator: torch.Generator) -> torch.Tensor:
     """Consumer columns drawn at the scale of the consumer's existing weights (so new neurons are not silent)."""
     w = unit.consumer.weight
-    return torch.randn((w.shape[0], n, *w.shape[2:]), generator=generator) * w.detach().std().item()
+    # Drawn on the CPU generator (the same draws on every device), scaled on the weights' device: no host read,
+    # and the same float32 products as scaling by the std read back as a Python float.
+    return torch.randn((w.shape[0], n, *w.shape[2:]), generator=generator).to(w) * w.detach().std()
 
 
 def random_follower_filters(unit: Unit, n: int, generator: torch.Generator) -> list[torch.Tensor]:

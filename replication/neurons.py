@@ -25,14 +25,16 @@ CRITERIA = ("filter_norm", "bn_gamma", "apoz", "mean_activation", "taylor", "ran
 class _Accumulator:
     """Running sums of one layer: positives, activation sums and the channel covariance of post-activations."""
 
-    def __init__(self, c: int):
+    def __init__(self):
         self.n = 0
-        self.pos = torch.zeros(c, dtype=torch.float64)
-        self.s = torch.zeros(c, dtype=torch.float64)
-        self.ss = torch.zeros(c, c, dtype=torch.float64)
+        self.pos = self.s = self.ss = None  # made on the device of the first batch
 
     def add(self, pre: torch.Tensor, post: torch.Tensor):
         c = pre.shape[1]
+        if self.pos is None:
+            self.pos = torch.zeros(c, dtype=torch.float64, device=pre.device)
+            self.s = torch.zeros(c, dtype=torch.float64, device=pre.device)
+            self.ss = torch.zeros(c, c, dtype=torch.float64, device=pre.device)
         pre = pre.detach().transpose(0, 1).reshape(c, -1).double()  # (C, images*positions)
         post = post.detach().transpose(0, 1).reshape(c, -1).double()
         self.n += pre.shape[1]
@@ -41,9 +43,13 @@ class _Accumulator:
         self.ss += post @ post.T
 
     def finish(self):
-        p = self.pos / self.n
-        mean = self.s / self.n
-        cov = self.ss / self.n - mean[:, None] * mean[None, :]
+        """(firing rate, mean activation, max |correlation|) per channel, on the CPU (they go into tables)."""
+        if self.pos is None:
+            raise ValueError("no batch was seen")
+        p = self.pos.cpu() / self.n
+        mean = self.s.cpu() / self.n
+        ss = self.ss.cpu()
+        cov = ss / self.n - mean[:, None] * mean[None, :]
         sd = cov.diag().clamp_min(0).sqrt()
         corr = cov / (sd[:, None] * sd[None, :])
         corr = torch.nan_to_num(corr, nan=0.0, posinf=0.0, neginf=0.0)  # a constant channel correlates with none
@@ -57,7 +63,7 @@ def channel_stats(model: nn.Module, images_uint8: torch.Tensor, batch_size: int 
     """One row per (layer, channel) with the statistics of the module docstring."""
     model.eval()
     units = model.units()
-    acc = [_Accumulator(u.width) for u in units]
+    acc = [_Accumulator() for _ in units]
     # BN output = pre-activation; applying the unit's activation to it gives the post-activation.
     handles = [u.bn.register_forward_hook(lambda m, inp, out, i=i: acc[i].add(out, _activation(units[i])(out)))
                for i, u in enumerate(units)]
@@ -99,12 +105,36 @@ def classify(df: pd.DataFrame, hypo: float = HYPO, hyper: float = HYPER) -> pd.D
     return df
 
 
+REL_SHARE = 0.05  # relative definition: the bottom / top 5 % of each layer by firing rate (docs/hyper-hypo.md)
+DEFINITIONS = ("absolute", "relative")
+
+
+def relative_kind(stats: pd.DataFrame, share: float = REL_SHARE) -> pd.Series:
+    """Per model and layer, the ceil(share x width) channels of lowest firing rate are "hypo" and as many of the
+    highest "hyper" (at least one each, so the sets are never empty; ties broken by channel order)."""
+    groups = [c for c in ("method", "seed") if c in stats.columns] + ["layer"]
+    g = stats.groupby(groups)["firing_rate"]
+    k = g.transform(lambda p: max(1, math.ceil(share * len(p))))
+    kind = pd.Series("normal", index=stats.index)
+    kind[g.rank(method="first") <= k] = "hypo"
+    kind[g.rank(method="first", ascending=False) <= k] = "hyper"
+    return kind
+
+
+def with_kind(stats: pd.DataFrame, definition: str) -> pd.DataFrame:
+    """`stats` whose "kind" follows `definition`: "absolute" (the thresholds, as stored) or "relative"."""
+    if definition not in DEFINITIONS:
+        raise ValueError(f"unknown definition {definition!r}; valid: {', '.join(DEFINITIONS)}")
+    return stats if definition == "absolute" else stats.assign(kind=relative_kind(stats))
+
+
 def taylor_scores(model: nn.Module, images_uint8: torch.Tensor, labels: torch.Tensor,
                   batch_size: int = 250) -> list[torch.Tensor]:
     """First-order Taylor saliency per channel: |mean over data of activation x dL/d activation| (per layer)."""
     model.eval()
     units = model.units()
-    sums = [torch.zeros(u.width, dtype=torch.float64) for u in units]
+    device = next(model.parameters()).device
+    sums = [torch.zeros(u.width, dtype=torch.float64, device=device) for u in units]
     acts: dict[int, torch.Tensor] = {}
 
     def keep(i):
@@ -136,7 +166,7 @@ def criterion_scores(stats: pd.DataFrame, taylor: list[torch.Tensor], seed: int 
     out["bn_gamma"] = stats["gamma"].abs()
     out["apoz"] = stats["firing_rate"]  # APoZ = 1 - p: the highest APoZ (lowest p) is pruned first
     out["mean_activation"] = stats["mean_activation"]
-    out["taylor"] = torch.cat(taylor).numpy()
+    out["taylor"] = torch.cat(taylor).cpu().numpy()
     out["random"] = torch.rand(len(out), generator=torch.Generator().manual_seed(seed)).numpy()
     return out
 

@@ -81,9 +81,9 @@ def lr_at(cfg: Config, epoch_in_round: int) -> float:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int, device,
-             precision: str = "fp32") -> tuple[float, float]:
-    """(mean loss, top-1) on (x, y); the sums stay on the device and are read once."""
+def evaluation_sums(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int, device,
+                    precision: str = "fp32") -> tuple[torch.Tensor, torch.Tensor]:
+    """(summed loss, correct count) on (x, y), left on the device: the compute of `evaluate` without its read."""
     was_training = model.training
     model.eval()
     device = torch.device(device)
@@ -98,6 +98,13 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
         loss_sum += nn.functional.cross_entropy(out.float(), yb, reduction="sum").double()
         correct += (out.argmax(1) == yb).sum()
     model.train(was_training)
+    return loss_sum, correct
+
+
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int, device,
+             precision: str = "fp32") -> tuple[float, float]:
+    """(mean loss, top-1) on (x, y); the sums stay on the device and are read once."""
+    loss_sum, correct = evaluation_sums(model, x, y, batch_size, device, precision)
     return loss_sum.item() / len(y), correct.item() / len(y)
 
 
@@ -109,6 +116,20 @@ def train_epoch(model, optimizer, ds, cfg: Config, generator, device, sim_round:
     and are read once at its end. So a non-finite loss is caught at the end of the epoch in which it appears (at
     most one epoch late; before the checkpoint, so no diverged state is ever saved). `step_model` is the module
     the forward pass calls (a torch.compile'd `model`), default `model`."""
+    loss_sum, sim_sum, correct, seen = train_epoch_sums(model, optimizer, ds, cfg, generator, device, sim_round,
+                                                        desc, step_model)
+    sums = torch.stack([loss_sum, sim_sum, correct.double()]).tolist()  # the epoch's one read-back
+    if not all(math.isfinite(v) for v in sums[:2]):
+        raise TrainingDiverged(f"the loss became non-finite during {desc or 'an epoch'} (loss sum {sums[0]}, "
+                               f"constraint sum {sums[1]}): lower lr or lambda_sim")
+    return {"train_loss": sums[0] / seen, "train_acc": int(sums[2]) / seen,
+            "sim_loss": sums[1] / seen if sim_round is not None else None}
+
+
+def train_epoch_sums(model, optimizer, ds, cfg: Config, generator, device, sim_round: int | None, desc="",
+                     step_model: nn.Module | None = None) -> tuple:
+    """The compute of `train_epoch` without its read-back: (loss sum, constraint sum, correct count) on the device,
+    and the number of images seen."""
     model.train()
     device = torch.device(device)
     step_model = model if step_model is None else step_model
@@ -134,12 +155,7 @@ def train_epoch(model, optimizer, ds, cfg: Config, generator, device, sim_round:
         loss_sum += loss.detach().double() * len(yb)
         correct += (out.argmax(1) == yb).sum()
         seen += len(yb)
-    sums = torch.stack([loss_sum, sim_sum, correct.double()]).tolist()  # the epoch's one read-back
-    if not all(math.isfinite(v) for v in sums[:2]):
-        raise TrainingDiverged(f"the loss became non-finite during {desc or 'an epoch'} (loss sum {sums[0]}, "
-                               f"constraint sum {sums[1]}): lower lr or lambda_sim")
-    return {"train_loss": sums[0] / seen, "train_acc": int(sums[2]) / seen,
-            "sim_loss": sums[1] / seen if sim_round is not None else None}
+    return loss_sum, sim_sum, correct, seen
 
 
 def checkpoint_path(cfg: Config, results_dir: str) -> str:
