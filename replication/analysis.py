@@ -30,7 +30,11 @@ PRUNE_SHARE = 0.10  # E2: bottom 10 % of every layer under each criterion
 ADAPT_METHODS = ("firefly", "ours")  # models adapted in E4
 # E4 adapts each model 7 x 5 times: on quick only the first seed's models, so that `make figures` fits 30 min on the
 # slower machines of this kind (docs/performance.md); other presets adapt every seed.
-ADAPT_SEEDS_PER_METHOD = {"quick": 1}
+ADAPT_SEEDS_PER_METHOD = {"quick": 1, "fulldata": 1}
+# fulldata (issue 19): Firefly and ours of its paired seeds, with the relative definition beside the absolute one
+# (on short schedules few channels pass the absolute thresholds, so E2-E4 would compare near-empty sets), and E4
+# selecting by the relative definition.
+FULLDATA_NEURONS = {"methods": ("firefly", "ours"), "definitions": neurons.DEFINITIONS, "adapt_definition": "relative"}
 
 
 def default_adapt_steps(preset_name: str) -> int:
@@ -73,8 +77,21 @@ def census(records, ds, rdir, jobs: int = 1) -> pd.DataFrame:
                       lambda: _per_model(_census_one, records, jobs, "E1 census", ds=ds, rdir=rdir))
 
 
-def census_table(stats: pd.DataFrame, by=("method",)) -> pd.DataFrame:
+def census_table(stats: pd.DataFrame, by=("method",), relative: bool = False) -> pd.DataFrame:
+    """Shares of channels by firing rate per group; with `relative`, also how extreme the relative definition's
+    hypo and hyper channels are (their mean and most moderate firing rate)."""
     g = stats.groupby(list(by))
+    extra = {}
+    if relative:
+        rel = stats.assign(kind=neurons.relative_kind(stats)).groupby(list(by))
+        extra = {"rel. hypo: mean p": rel.apply(lambda d: d.loc[d["kind"] == "hypo", "firing_rate"].mean(),
+                                                include_groups=False),
+                 "rel. hypo: max p": rel.apply(lambda d: d.loc[d["kind"] == "hypo", "firing_rate"].max(),
+                                               include_groups=False),
+                 "rel. hyper: mean p": rel.apply(lambda d: d.loc[d["kind"] == "hyper", "firing_rate"].mean(),
+                                                 include_groups=False),
+                 "rel. hyper: min p": rel.apply(lambda d: d.loc[d["kind"] == "hyper", "firing_rate"].min(),
+                                                include_groups=False)}
     return pd.DataFrame({
         "channels": g.size(), "hypo (%)": 100 * g["kind"].apply(lambda k: (k == "hypo").mean()),
         "hyper (%)": 100 * g["kind"].apply(lambda k: (k == "hyper").mean()),
@@ -85,6 +102,7 @@ def census_table(stats: pd.DataFrame, by=("method",)) -> pd.DataFrame:
         "redundant (max|C_sim|>0.9, %)": 100 * g["max_abs_csim"].apply(lambda c: (c > 0.9).mean()),
         "mean max|corr|": g["max_abs_corr"].mean(),
         "corr(p, Φ(β/|γ|))": g.apply(lambda d: d["firing_rate"].corr(d["phi_prediction"]), include_groups=False),
+        **extra,
     }).reset_index()
 
 
@@ -95,25 +113,36 @@ def _model_stats(stats: pd.DataFrame, method: str, seed: int) -> pd.DataFrame:
 def _criteria_one(record, shared) -> pd.DataFrame:
     ds = shared["ds"]
     method, seed, model = _load(record, ds, shared["rdir"])
-    st = _model_stats(shared["stats"], method, seed)
     taylor = neurons.taylor_scores(model, ds.train_x[:SOURCE_IMAGES], ds.train_y[:SOURCE_IMAGES])
-    scores = neurons.criterion_scores(st, taylor, seed)
+    definitions = shared["definitions"]
     rows = []
-    for crit in neurons.CRITERIA:
-        sel = neurons.bottom_k(scores, crit, PRUNE_SHARE)
-        rows.append({"method": method, "seed": seed, "criterion": crit, "selected": len(sel),
-                     "hypo share (%)": 100 * (sel["kind"] == "hypo").mean(),
-                     "hyper share (%)": 100 * (sel["kind"] == "hyper").mean(),
-                     "base hypo (%)": 100 * (st["kind"] == "hypo").mean(),
-                     "base hyper (%)": 100 * (st["kind"] == "hyper").mean()})
+    for definition in definitions:
+        st = neurons.with_kind(_model_stats(shared["stats"], method, seed), definition)
+        scores = neurons.criterion_scores(st, taylor, seed)
+        for crit in neurons.CRITERIA:
+            sel = neurons.bottom_k(scores, crit, PRUNE_SHARE)
+            rows.append({**({"definition": definition} if len(definitions) > 1 else {}),
+                         "method": method, "seed": seed, "criterion": crit, "selected": len(sel),
+                         "hypo share (%)": 100 * (sel["kind"] == "hypo").mean(),
+                         "hyper share (%)": 100 * (sel["kind"] == "hyper").mean(),
+                         "base hypo (%)": 100 * (st["kind"] == "hypo").mean(),
+                         "base hyper (%)": 100 * (st["kind"] == "hyper").mean()})
     return pd.DataFrame(rows)
 
 
-def criteria_overlap(records, ds, rdir, stats: pd.DataFrame, jobs: int = 1) -> pd.DataFrame:
-    """E2: for each criterion, the hypo/hyper shares of its bottom PRUNE_SHARE channels per layer."""
-    return cached_csv(os.path.join(rdir, "neurons_criteria.csv"), _key(records, "criteria"),
+def _definitions_key(definitions) -> str:
+    """Cache-key suffix of non-default definitions (the absolute one alone keeps the keys of older caches)."""
+    return "" if tuple(definitions) == ("absolute",) else "|definitions=" + ",".join(definitions) + "|controls=2"
+
+
+def criteria_overlap(records, ds, rdir, stats: pd.DataFrame, jobs: int = 1,
+                     definitions=("absolute",)) -> pd.DataFrame:
+    """E2: for each criterion, the hypo/hyper shares of its bottom PRUNE_SHARE channels per layer, under each
+    definition of hypo/hyper."""
+    return cached_csv(os.path.join(rdir, "neurons_criteria.csv"),
+                      _key(records, "criteria") + _definitions_key(definitions),
                       lambda: _per_model(_criteria_one, records, jobs, "E2 pruning criteria", ds=ds, rdir=rdir,
-                                         stats=stats))
+                                         stats=stats, definitions=tuple(definitions)))
 
 
 def _random_like(rows: pd.DataFrame, stats: pd.DataFrame, seed: int) -> pd.DataFrame:
@@ -133,9 +162,16 @@ def _removal_one(record, shared) -> pd.DataFrame:
     corrupted = {f: corruptions.to_uint8(corruptions.corrupt(ds.test_x[:n], f, REMOVAL_SEVERITY, seed=1))
                  for f in corruptions.FAMILIES}
     st = _model_stats(shared["stats"], method, seed)
-    sets = {"none": st.iloc[:0], "hypo": st[st["kind"] == "hypo"], "hyper": st[st["kind"] == "hyper"],
-            "hyper+hypo": st[st["kind"] != "normal"]}
-    sets["random (size of hyper+hypo)"] = _random_like(sets["hyper+hypo"], st, seed)
+    sets = {"none": st.iloc[:0]}
+    for definition in shared["definitions"]:
+        d = neurons.with_kind(st, definition)
+        tag = "" if definition == "absolute" else f" ({definition})"
+        sets.update({f"hypo{tag}": d[d["kind"] == "hypo"], f"hyper{tag}": d[d["kind"] == "hyper"],
+                     f"hyper+hypo{tag}": d[d["kind"] != "normal"]})
+        sets[f"random (size of hyper+hypo{tag})"] = _random_like(sets[f"hyper+hypo{tag}"], st, seed)
+        if definition == "relative":  # sets of tens of channels: each needs an equal-size control of its own;
+            # the relative hypo and hyper sets have the same count per layer by construction, so one serves both
+            sets[f"random (size of hypo = size of hyper{tag})"] = _random_like(sets[f"hypo{tag}"], st, seed + 1)
     values = neurons.mean_values(st)
     rows = []
     for name, chosen in sets.items():
@@ -149,17 +185,47 @@ def _removal_one(record, shared) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def removal(records, ds, rdir, stats: pd.DataFrame, jobs: int = 1) -> pd.DataFrame:
-    """E3: accuracy with hypo, hyper, both, or an equal-size random set removed (zero- and mean-ablation)."""
+def removal(records, ds, rdir, stats: pd.DataFrame, jobs: int = 1, definitions=("absolute",)) -> pd.DataFrame:
+    """E3: accuracy with hypo, hyper, both, or an equal-size random set removed (zero- and mean-ablation), the
+    sets of each definition."""
     key = _key(records, f"removal|{REMOVAL_SEVERITY}|{REMOVAL_CLEAN_IMAGES}|{REMOVAL_CORRUPTED_IMAGES}")
-    return cached_csv(os.path.join(rdir, "neurons_removal.csv"), key,
-                      lambda: _per_model(_removal_one, records, jobs, "E3 removal", ds=ds, rdir=rdir, stats=stats))
+    return cached_csv(os.path.join(rdir, "neurons_removal.csv"), key + _definitions_key(definitions),
+                      lambda: _per_model(_removal_one, records, jobs, "E3 removal", ds=ds, rdir=rdir, stats=stats,
+                                         definitions=tuple(definitions)))
+
+
+# E3's paired contrasts: a removed set against the equal-size random set of the same model (same count per layer).
+REMOVAL_CONTRASTS = (("hyper+hypo", "random (size of hyper+hypo)"),
+                     ("hyper+hypo (relative)", "random (size of hyper+hypo (relative))"),
+                     ("hypo (relative)", "random (size of hypo = size of hyper (relative))"),
+                     ("hyper (relative)", "random (size of hypo = size of hyper (relative))"))
+
+
+def removal_contrasts(e3: pd.DataFrame) -> pd.DataFrame:
+    """Accuracy after removing a set minus after removing its equal-size random control, paired by model (seed),
+    with the 95 % t-interval over seeds, per method and ablation; only sets that are non-empty in every model."""
+    from .stats import ci95
+    corrupted = [c for c in e3.columns if c.startswith("corrupted acc")][0]
+    rows = []
+    for (method, ablation), g in e3[e3["ablation"] != "-"].groupby(["method", "ablation"]):
+        by = g.set_index(["removed", "seed"])
+        for removed, control in REMOVAL_CONTRASTS:
+            if removed not in by.index.get_level_values(0) or (by.loc[removed, "channels"] == 0).any():
+                continue
+            seeds = sorted(by.loc[removed].index)
+            row = {"method": method, "ablation": ablation, "removed − its random control": f"{removed} − {control}",
+                   "seeds": len(seeds), "channels": by.loc[removed, "channels"].mean()}
+            for column, name in (("clean acc (%)", "clean (pp)"), (corrupted, "corrupted (pp)")):
+                mean, half = ci95([by.loc[(removed, s), column] - by.loc[(control, s), column] for s in seeds])
+                row[name] = f"{mean:+.2f} ± {half:.2f}"
+            rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def _adaptation_one(record, shared) -> pd.DataFrame:
     ds, cfg = shared["ds"], shared["cfg"]
     method, seed, model = _load(record, ds, shared["rdir"])
-    st = _model_stats(shared["stats"], method, seed)
+    st = neurons.with_kind(_model_stats(shared["stats"], method, seed), shared["definition"])
     hh = st[st["kind"] != "normal"]
     selections = {"hyper_hypo": neurons.channels_by_layer(hh),
                   "random_channels": neurons.channels_by_layer(_random_like(hh, st, seed))}
@@ -177,20 +243,26 @@ def _adaptation_one(record, shared) -> pd.DataFrame:
 
 
 def adaptation(records, ds, rdir, stats: pd.DataFrame, cfg: AdaptConfig = AdaptConfig(),
-               jobs: int = 1) -> pd.DataFrame:
-    """E4: test error on each corruption family after each adaptation condition (same step budget)."""
+               jobs: int = 1, definition: str = "absolute") -> pd.DataFrame:
+    """E4: test error on each corruption family after each adaptation condition (same step budget); the
+    hyper_hypo condition selects the channels of `definition`."""
     key = _key(records, f"adapt|{cfg}|{ADAPT_SEVERITY}|{ADAPT_IMAGES}|{ADAPT_EVAL_IMAGES}")
+    key += "" if definition == "absolute" else f"|definition={definition}"
     return cached_csv(os.path.join(rdir, "neurons_adaptation.csv"), key,
                       lambda: _per_model(_adaptation_one, records, jobs, "E4 adaptation", ds=ds, rdir=rdir,
-                                         stats=stats, cfg=cfg))
+                                         stats=stats, cfg=cfg, definition=definition))
 
 
 def neuron_records(preset_name: str, dataset: str, seeds=None, jobs: int = 1, root: str | None = None) -> list[dict]:
     """The models E1-E3 study: fixed (compact), fixed at Firefly's final widths, Firefly and ours (random growth is
     left out, docs/hyper-hypo.md)."""
     from . import study
-    return [r for r in study.main_study(preset_name, dataset, seeds, jobs, root or study.RESULTS_ROOT)
-            if r["config"]["method"] != "random"]
+    records = study.main_study(preset_name, dataset, seeds, jobs, root or study.RESULTS_ROOT)
+    if preset_name == "fulldata":  # Firefly and ours of the paired seeds (FULLDATA_NEURONS)
+        from .fulldata import MAIN_SEEDS
+        return [r for r in records if study.method_label(r["config"]) in FULLDATA_NEURONS["methods"]
+                and r["config"]["seed"] in (seeds or MAIN_SEEDS)]
+    return [r for r in records if r["config"]["method"] != "random"]
 
 
 def neuron_study(preset_name: str, dataset: str, seeds=None, jobs: int = 1, root: str | None = None,
@@ -201,15 +273,20 @@ def neuron_study(preset_name: str, dataset: str, seeds=None, jobs: int = 1, root
     records = neuron_records(preset_name, dataset, seeds, jobs, root)
     ds = data.load_dataset(study.base_config(preset_name, dataset))
     rdir = study.results_dir(preset_name, root or study.RESULTS_ROOT)
+    fulldata = preset_name == "fulldata"
+    definitions = FULLDATA_NEURONS["definitions"] if fulldata else ("absolute",)
+    adapt_definition = FULLDATA_NEURONS["adapt_definition"] if fulldata else "absolute"
     stats = census(records, ds, rdir, jobs)
     adapt_records = [r for r in records if method_label(r["config"]) in adapt_methods]
     if preset_name in ADAPT_SEEDS_PER_METHOD:
         keep = sorted({r["config"]["seed"] for r in adapt_records})[:ADAPT_SEEDS_PER_METHOD[preset_name]]
         adapt_records = [r for r in adapt_records if r["config"]["seed"] in keep]
     steps = adapt_steps if adapt_steps is not None else default_adapt_steps(preset_name)
-    return {"records": records, "ds": ds, "stats": stats, "e2": criteria_overlap(records, ds, rdir, stats, jobs),
-            "e3": removal(records, ds, rdir, stats, jobs),
-            "e4": adaptation(adapt_records, ds, rdir, stats, AdaptConfig(steps=steps), jobs)}
+    return {"records": records, "ds": ds, "stats": stats, "definitions": definitions,
+            "adapt_definition": adapt_definition,
+            "e2": criteria_overlap(records, ds, rdir, stats, jobs, definitions),
+            "e3": removal(records, ds, rdir, stats, jobs, definitions),
+            "e4": adaptation(adapt_records, ds, rdir, stats, AdaptConfig(steps=steps), jobs, adapt_definition)}
 
 
 def adaptation_table(df: pd.DataFrame) -> pd.DataFrame:

@@ -192,10 +192,10 @@ def lambda_sweep(table: pd.DataFrame):
 
 def neuron_census(stats: pd.DataFrame):
     """E1: hypo/hyper shares per layer and method, firing-rate distributions, and p vs its BN prediction."""
-    per_layer = stats.groupby(["method", "layer"])["kind"].value_counts(normalize=True).rename("share").reset_index()
     fig, axes = plt.subplots(1, 4, figsize=(15, 3.4))
     for ax, kind in zip(axes[:2], ("hypo", "hyper")):
-        d = per_layer[per_layer["kind"] == kind]
+        # every layer, those without such a channel at 0 (value_counts would leave them out and join the others)
+        d = stats.assign(share=stats["kind"] == kind).groupby(["method", "layer"])["share"].mean().reset_index()
         sns.lineplot(d, x="layer", y="share", hue="method", marker="o", ax=ax, legend=kind == "hypo")
         ax.set_title(f"{kind} share per layer")
     sns.histplot(stats, x="firing_rate", hue="method", element="step", stat="density", common_norm=False,

@@ -6,7 +6,8 @@ import torch
 
 from replication import corruptions, neurons
 from replication.adaptation import AdaptConfig, adapt, channel_masks, pseudo_labels
-from replication.data import normalise, synthetic_cifar
+from replication.config import SMOKE
+from replication.data import load_dataset, normalise, synthetic_cifar
 from replication.models import build_model
 
 
@@ -138,3 +139,72 @@ def test_adapting_with_zero_steps_changes_nothing(model, images):
             assert torch.equal(p, q), (cond, n)
     with pytest.raises(ValueError, match="valid"):
         adapt(model, images.train_x, "magic", cfg)
+
+
+def test_relative_definition_takes_the_extremes_of_every_layer_of_every_model():
+    import math
+
+    import pandas as pd
+    rows = [{"method": m, "seed": s, "layer": layer, "channel": c, "firing_rate": (c * 7 % width) / width,
+             "kind": "normal"}
+            for m in ("firefly", "ours") for s in (0, 1) for layer, width in ((0, 16), (1, 45)) for c in range(width)]
+    stats = pd.DataFrame(rows)
+    kind = neurons.relative_kind(stats)
+    for (m, s, layer), g in stats.assign(kind=kind).groupby(["method", "seed", "layer"]):
+        k = max(1, math.ceil(neurons.REL_SHARE * len(g)))
+        order = g.sort_values("firing_rate")
+        assert list(order["kind"].iloc[:k]) == ["hypo"] * k and list(order["kind"].iloc[-k:]) == ["hyper"] * k
+        assert (g["kind"] == "normal").sum() == len(g) - 2 * k  # never empty, never overlapping
+    assert neurons.with_kind(stats, "absolute") is stats
+    with pytest.raises(ValueError, match="unknown definition"):
+        neurons.with_kind(stats, "median")
+
+
+def test_e2_and_e3_compare_the_sets_of_each_definition(tmp_path):
+    """With both definitions, E2 has a row per definition and criterion, and E3 removes the relative sets (never
+    empty) beside the absolute ones; the absolute-only caches keep their keys."""
+    from replication import analysis, study
+    from replication.pool import ensure
+    cfgs = [SMOKE.replace(method="firefly", seed=0)]
+    records = ensure(cfgs, str(tmp_path), log=lambda *a: None)
+    ds = load_dataset(study.base_config("smoke", "cifar10"))
+    stats = analysis.census(records, ds, str(tmp_path))
+    e2 = analysis.criteria_overlap(records, ds, str(tmp_path), stats, definitions=neurons.DEFINITIONS)
+    assert set(e2["definition"]) == set(neurons.DEFINITIONS) and len(e2) == 2 * len(neurons.CRITERIA)
+    assert (e2[e2["definition"] == "relative"]["base hypo (%)"] > 0).all()
+    e3 = analysis.removal(records, ds, str(tmp_path), stats, definitions=neurons.DEFINITIONS)
+    relative = e3[e3["removed"] == "hyper+hypo (relative)"]
+    assert len(relative) == 2 and (relative["channels"] > 0).all()
+    assert set(e3[e3["removed"].str.startswith("random (size of hyper+hypo (relative)")]["channels"]) == set(
+        relative["channels"])
+    control = e3[e3["removed"] == "random (size of hypo = size of hyper (relative))"]
+    assert list(control["channels"]) == list(e3[e3["removed"] == "hypo (relative)"]["channels"])
+    assert list(control["channels"]) == list(e3[e3["removed"] == "hyper (relative)"]["channels"])
+    assert analysis._definitions_key(("absolute",)) == ""
+
+
+def test_census_figure_draws_every_layer_including_those_without_such_channels():
+    from replication import plots
+    stats = pd.DataFrame({"method": "firefly", "seed": 0, "layer": [0, 0, 1, 1, 2, 2], "channel": [0, 1] * 3,
+                          "kind": ["hypo", "normal", "normal", "normal", "normal", "hyper"],
+                          "firing_rate": [0.01, 0.5, 0.5, 0.5, 0.5, 0.99], "phi_prediction": 0.5})
+    fig = plots.neuron_census(stats)
+    hypo_line, hyper_line = fig.axes[0].lines[0], fig.axes[1].lines[0]
+    assert list(hypo_line.get_xdata()) == [0, 1, 2] and list(hypo_line.get_ydata()) == [0.5, 0.0, 0.0]
+    assert list(hyper_line.get_ydata()) == [0.0, 0.0, 0.5]
+    plots.plt.close(fig)
+
+
+def test_removal_contrasts_pair_each_set_with_its_control_by_seed():
+    from replication import analysis
+    rows = []
+    for seed, (hypo, control) in enumerate(((50.0, 40.0), (52.0, 41.0), (49.0, 40.0))):
+        for removed, acc in (("hypo (relative)", hypo), ("random (size of hypo = size of hyper (relative))", control),
+                             ("hyper+hypo", 70.0), ("random (size of hyper+hypo)", 70.0)):
+            rows.append({"method": "ours", "seed": seed, "removed": removed, "ablation": "mean",
+                         "channels": 0 if removed.endswith("hypo") else 30, "clean acc (%)": acc,
+                         "corrupted acc, severity 3 (%)": acc / 2})
+    table = analysis.removal_contrasts(pd.DataFrame(rows))
+    assert list(table["removed − its random control"]) == [
+        "hypo (relative) − random (size of hypo = size of hyper (relative))"]  # the empty absolute set is left out
+    assert table.loc[0, "seeds"] == 3 and table.loc[0, "clean (pp)"].startswith("+10.00 ± ")
