@@ -142,3 +142,19 @@ def test_pruning_scores_and_channel_removal_run_on_the_device():
     with neurons.ablate(model, {0: [1, 2], 1: [0]}, values):
         out = model(torch.empty(2, 3, 32, 32, device=META))
     assert out.device == META
+
+
+def test_evaluation_on_a_fake_cuda_device():
+    """The same on fake "cuda:0" tensors (no CUDA needed): forward passes work there and a CPU tensor mixed into
+    them raises, so the code path a GPU run takes is checked for device mixing too. (Backward needs a real CUDA
+    context, so training steps are checked on meta above.)"""
+    from torch._subclasses.fake_tensor import FakeTensorDeviceMismatchError, FakeTensorMode
+    ds = load_dataset(SMOKE)
+    model = build_model("vgg11", WIDTHS, ds.num_classes)
+    with FakeTensorMode(allow_non_fake_inputs=True):
+        cuda = torch.device("cuda:0")
+        on_gpu = model.to(cuda, memory_format=LAYOUT)
+        gpu_ds = ds.to(cuda)
+        _all_on(evaluation_sums(on_gpu, gpu_ds.test_x, gpu_ds.test_y, 7, cuda), cuda)
+        with pytest.raises(FakeTensorDeviceMismatchError):
+            on_gpu(gpu_ds.test_x[:2].float()) + torch.ones(ds.num_classes)  # the kind of bug these tests catch
