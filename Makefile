@@ -52,6 +52,7 @@ results: $(STAMP) data  ## train every run the notebooks need (PRESET=quick; EXE
 bench: $(STAMP) data  ## print throughput and overhead figures (benchmarks/, not tests)
 	$(PY) benchmarks/bench.py
 	$(PY) benchmarks/firefly_memory.py
+	$(PY) benchmarks/precision.py
 
 gpu-check: $(STAMP) data  ## on a CUDA machine: cuda vs cpu, img/s per precision, a growth step, paper-study projection
 	$(PY) benchmarks/gpu_check.py --device $(DEVICE)

@@ -203,6 +203,9 @@ def run(cfg: Config, results_dir: str = "results", device: str | torch.device = 
     if cached is not None:
         return cached
     devices.configure(cfg.precision, torch.device(device), cfg.cudnn_benchmark)  # a bad precision fails here
+    notice = devices.precision_notice(cfg.precision, torch.device(device))
+    if notice:
+        log(f"[{cfg.name()}] {notice}")
     shared = round0_path(cfg, results_dir)
     res.require_writable(*(os.path.join(results_dir, d) for d in ("runs", "checkpoints", "locks")),
                          *([os.path.dirname(shared)] if shared else []))

@@ -158,3 +158,17 @@ def test_evaluation_on_a_fake_cuda_device():
         _all_on(evaluation_sums(on_gpu, gpu_ds.test_x, gpu_ds.test_y, 7, cuda), cuda)
         with pytest.raises(FakeTensorDeviceMismatchError):
             on_gpu(gpu_ds.test_x[:2].float()) + torch.ones(ds.num_classes)  # the kind of bug these tests catch
+
+
+def test_a_bf16_run_on_a_cpu_without_native_bf16_says_so_in_one_line(monkeypatch, tmp_path):
+    from replication import devices
+    from replication.train import run
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(devices, "native_bf16", lambda: False)
+    assert "emulated" in devices.precision_notice("bf16", cpu)
+    assert devices.precision_notice("fp32", cpu) is None
+    lines = []
+    run(SMOKE.replace(method="fixed", rounds=1, epochs_per_round=1, precision="bf16"), str(tmp_path), log=lines.append)
+    assert sum("emulated" in m for m in lines) == 1
+    monkeypatch.setattr(devices, "native_bf16", lambda: True)
+    assert devices.precision_notice("bf16", cpu) is None
