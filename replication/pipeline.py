@@ -10,7 +10,7 @@ import time
 
 from .pool import ensure
 from .records import REPO_ROOT, atomic_write_text, figures_dir, require_writable, tables_dir
-from .study import (DEFAULT_SEEDS, RESULTS_ROOT, ablation_configs, base_config, from_round0_configs,
+from .study import (DEFAULT_SEEDS, RESULTS_ROOT, ablation_configs, from_round0_configs,
                     dataset_available, fulldata_study, main_configs, results_dir,
                     then_fixed_at_final_widths)
 

@@ -3,7 +3,6 @@ one round-0 job has stored it, follow-ups as soon as their parent is done) and m
 from __future__ import annotations
 
 import concurrent.futures as cf
-import functools
 import multiprocessing as mp
 import os
 
