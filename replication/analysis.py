@@ -84,14 +84,11 @@ def census_table(stats: pd.DataFrame, by=("method",), relative: bool = False) ->
     extra = {}
     if relative:
         rel = stats.assign(kind=neurons.relative_kind(stats)).groupby(list(by))
-        extra = {"rel. hypo: mean p": rel.apply(lambda d: d.loc[d["kind"] == "hypo", "firing_rate"].mean(),
-                                                include_groups=False),
-                 "rel. hypo: max p": rel.apply(lambda d: d.loc[d["kind"] == "hypo", "firing_rate"].max(),
-                                               include_groups=False),
-                 "rel. hyper: mean p": rel.apply(lambda d: d.loc[d["kind"] == "hyper", "firing_rate"].mean(),
-                                                 include_groups=False),
-                 "rel. hyper: min p": rel.apply(lambda d: d.loc[d["kind"] == "hyper", "firing_rate"].min(),
-                                                include_groups=False)}
+
+        def rates(kind, how):  # the firing rates of the relative definition's `kind` channels, aggregated by `how`
+            return rel.apply(lambda d: d.loc[d["kind"] == kind, "firing_rate"].agg(how), include_groups=False)
+        extra = {"rel. hypo: mean p": rates("hypo", "mean"), "rel. hypo: max p": rates("hypo", "max"),
+                 "rel. hyper: mean p": rates("hyper", "mean"), "rel. hyper: min p": rates("hyper", "min")}
     return pd.DataFrame({
         "channels": g.size(), "hypo (%)": 100 * g["kind"].apply(lambda k: (k == "hypo").mean()),
         "hyper (%)": 100 * g["kind"].apply(lambda k: (k == "hyper").mean()),

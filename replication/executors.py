@@ -228,12 +228,13 @@ class SubmititRunner:
                 busy = active | {key for key, job in self.jobs.items() if not job.done()}
                 deferred = len(batch) > self.max_running - len(busy)
                 batch = batch[:max(0, self.max_running - len(busy))]
-            for kind, c in batch:  # a job on record that is no longer active and left no record: say so
-                entry = ledger.entries.get(_ledger_name(kind, c))
-                if entry is not None and _ledger_name(kind, c) not in self.jobs:
-                    self.resubmitted.append(_ledger_name(kind, c))
-                    log(f"{_ledger_name(kind, c)}: its job {entry['job_id']} ended without finishing (killed or "
-                        f"failed; log: {entry['stderr']}); submitting it again")
+            # A run whose job is on record but no longer active, and which left no record: say so.
+            for name in (_ledger_name(kind, c) for kind, c in batch):
+                entry = ledger.entries.get(name)
+                if entry is not None and name not in self.jobs:
+                    self.resubmitted.append(name)
+                    log(f"{name}: its job {entry['job_id']} ended without finishing (killed or failed; log: "
+                        f"{entry['stderr']}); submitting it again")
             self._submit(batch, rdir, ledger, log)
             active |= {_ledger_name(kind, c) for kind, c in batch}  # just submitted: queued
             if not self.opts.wait or not (active or deferred):

@@ -171,6 +171,7 @@ def follow_ups(record: dict) -> list[Config]:
 
 
 def is_equal_compute(cfg: dict) -> bool:
+    """A fixed net at explicit widths trained in one round: `fixed_at_equal_compute`'s schedule."""
     return cfg["method"] == "fixed" and bool(cfg.get("widths")) and cfg["rounds"] == 1
 
 

@@ -192,12 +192,10 @@ def seal(record: dict) -> dict:
     return {**record, "checksum": record_checksum(record)}
 
 
-def record_problem(record: dict, path: str) -> str | None:
-    """Why a complete record is not what the code wrote (None: it is): an edit after writing (checksum), or a final
-    block, key or name that disagrees with the rest of the record."""
+def _inconsistency(record: dict, path: str) -> str | None:
+    """Why a complete record disagrees with itself (None: it does not): its final block with its last epoch, its key
+    with its config, its name with its file and key."""
     from .config import Config
-    if record.get("status") != "complete":
-        return None
     try:
         if record["final"]["test_acc"] != record["epochs"][-1]["test_acc"]:
             return (f"final.test_acc {record['final']['test_acc']} differs from its last epoch's "
@@ -209,6 +207,17 @@ def record_problem(record: dict, path: str) -> str | None:
             return f"its name {record['name']!r} does not match the file name or its config"
     except (KeyError, IndexError, TypeError, ValueError) as exc:
         return f"it is incomplete or malformed ({type(exc).__name__}: {exc})"
+    return None
+
+
+def record_problem(record: dict, path: str) -> str | None:
+    """Why a complete record is not what the code wrote (None: it is): an inconsistency, or an edit after writing
+    (checksum)."""
+    if record.get("status") != "complete":
+        return None
+    inconsistent = _inconsistency(record, path)
+    if inconsistent:
+        return inconsistent
     if "checksum" not in record:
         return ("it has no checksum (written before checksums existed, or by hand); if it is an untouched record of "
                 "this project, `python -m replication seal-records <its results folder>` stamps it")
@@ -300,7 +309,7 @@ def seal_folder(results_dir: str, log=print) -> int:
         record = read_json(path, RECORD_REMEDY)
         if "checksum" in record or record.get("status") != "complete":
             continue
-        problem = record_problem({**record, "checksum": record_checksum(record)}, path)
+        problem = _inconsistency(record, path)
         if problem:
             raise DamagedFile(f"{path} is not stamped: {problem}; {RECORD_REMEDY}")
         write_json(path, seal(record))

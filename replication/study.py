@@ -37,8 +37,7 @@ def method_label(cfg: dict | Config) -> str:
     c = cfg if isinstance(cfg, dict) else cfg.result_fields()
     if c["method"] == "fixed":
         if c.get("widths"):
-            # one round for as many epochs as a Firefly run's training FLOPs (fulldata.fixed_at_equal_compute)
-            return ("fixed (Firefly's final widths, equal compute)" if c["rounds"] == 1
+            return ("fixed (Firefly's final widths, equal compute)" if fulldata.is_equal_compute(c)
                     else "fixed (Firefly's final widths)")
         return "fixed (compact)" if c["start_width"] is not None else "fixed (full)"
     scored_at_zero = c["method"] in ("firefly", "ours") and c.get("firefly_score_at") == "zero"
@@ -138,9 +137,9 @@ def ablation_study(preset_name: str, dataset: str = "cifar10", jobs: int = 1, ro
 
 
 def comparison_study(preset_name: str, root: str = RESULTS_ROOT, log=print) -> dict | None:
-    """{"records", "comparisons", "missing"} of a study that declares the paired comparisons its text makes
-    (fulldata), else None. Each comparison is (row A, row B, what it asks) by method_label, A − B paired by seed;
-    "missing" names the runs of the plan that have not landed (a study in progress)."""
+    """{"records", "comparisons", "min_seeds", "missing"} of a study that declares the paired comparisons its text
+    makes (fulldata), else None. Each comparison is (row A, row B, what it asks) by method_label, A − B paired by
+    seed, indicative below `min_seeds`; "missing" names the runs of the plan that have not landed (in progress)."""
     if preset_name != fulldata.PRESET:
         return None
     parts = fulldata_study(root=root, log=log, train=False)
@@ -150,7 +149,8 @@ def comparison_study(preset_name: str, root: str = RESULTS_ROOT, log=print) -> d
     if parts["lambda_ext_rows"]:
         comparisons.append((method_label(parts["lambda_ext_rows"][0]["config"]), "firefly",
                             "lambda past its first grid (chosen after seeing the first sweep)"))
-    return {"records": records, "comparisons": comparisons, "missing": parts["missing"]}
+    return {"records": records, "comparisons": comparisons, "min_seeds": fulldata.MIN_SEEDS,
+            "missing": parts["missing"]}
 
 
 def from_round0_study(preset_name: str, dataset: str = "cifar10", seeds=None, jobs: int = 1,
@@ -207,10 +207,9 @@ def fulldata_study(jobs: int = 2, root: str = RESULTS_ROOT, log=print, train: bo
     found = _fulldata_records([c for part in plan.values() for c in part], rdir, jobs, log, train, runner)
     parts = {name: [found[c.key()] for c in cfgs if c.key() in found] for name, cfgs in plan.items()}
     followed = [f for r in parts["main"] for f in fulldata.follow_ups(r)]
-    parts["main"] += [found[f.key()] for f in followed if f.key() in found and not fulldata.is_equal_compute(
-        f.result_fields())]
-    parts["equal_compute"] = [found[f.key()] for f in followed if f.key() in found and fulldata.is_equal_compute(
-        f.result_fields())]
+    parts["equal_compute"] = []
+    for f in (f for f in followed if f.key() in found):  # same schedule: the main table; equal compute: its own
+        parts["equal_compute" if fulldata.is_equal_compute(found[f.key()]["config"]) else "main"].append(found[f.key()])
     cfgs = [c for part in plan.values() for c in part] + followed
     lam_ext = rows = None
     if len(parts["lambda_ext_sweep"]) == len(plan["lambda_ext_sweep"]):

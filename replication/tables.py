@@ -67,10 +67,10 @@ def paired_difference(df, method: str, reference: str = "firefly") -> dict | Non
     if not common:
         return None
     mean, half = ci95([100 * (other[s] - ref[s]) for s in common])
-    return {"method": method, "seeds": len(common), "mean_pp": mean, "ci95_pp": half}
+    return {"method": method, "seeds": len(common), "mean_pp": mean, "ci95_pp": half, "seed_list": common}
 
 
-def comparisons_table(records: list[dict], comparisons, min_seeds: int = 5):
+def comparisons_table(records: list[dict], comparisons, min_seeds: int):
     """One row per comparison (A, B, question): A − B in top-1 percentage points over the seeds both rows have,
     its 95 % t-interval, the training-FLOP ratio A/B over those seeds, and what the interval allows one to say
     (a comparison on fewer than `min_seeds` paired seeds is indicative)."""
@@ -78,17 +78,17 @@ def comparisons_table(records: list[dict], comparisons, min_seeds: int = 5):
 
     df = runs_table(records)
     df["method"] = [method_label(r["config"]) for r in records]
+    flops = df.set_index(["method", "seed"])["train_flops"]
     rows = []
     for a, b, question in comparisons:
-        acc = {m: df[df["method"] == m].set_index("seed") for m in (a, b)}
-        seeds = sorted(set(acc[a].index) & set(acc[b].index))
-        row = {"A − B": f"{a} − {b}", "question": question, "paired seeds": len(seeds)}
-        if not seeds:
+        diff = paired_difference(df, a, b)
+        row = {"A − B": f"{a} − {b}", "question": question, "paired seeds": diff["seeds"] if diff else 0}
+        if diff is None:
             rows.append({**row, "difference (pp)": "-", "95 % CI (pp)": "-", "train FLOPs A/B": "-",
                          "verdict": "no paired seeds yet"})
             continue
-        mean, half = ci95([100 * (acc[a].loc[s, "test_acc"] - acc[b].loc[s, "test_acc"]) for s in seeds])
-        ratio = sum(acc[a].loc[s, "train_flops"] / acc[b].loc[s, "train_flops"] for s in seeds) / len(seeds)
+        seeds, mean, half = diff["seed_list"], diff["mean_pp"], diff["ci95_pp"]
+        ratio = sum(flops[(a, s)] / flops[(b, s)] for s in seeds) / len(seeds)
         if half != half:
             verdict = "one seed: no interval"
         elif mean - half > 0:
@@ -104,15 +104,17 @@ def comparisons_table(records: list[dict], comparisons, min_seeds: int = 5):
     return pd.DataFrame(rows)
 
 
-def render_comparisons(records: list[dict], comparisons, dataset: str, preset_name: str, missing: int = 0) -> tuple:
-    table = comparisons_table(records, comparisons)
+def render_comparisons(compared: dict, dataset: str, preset_name: str) -> tuple:
+    """(table, caption, markdown) of a study's comparisons (`study.comparison_study`)."""
+    table = comparisons_table(compared["records"], compared["comparisons"], compared["min_seeds"])
     pretty = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}.get(dataset, dataset)
     caption = (f"{pretty}, {preset_name} preset: each comparison the text makes, A − B in last-epoch top-1 paired by "
                "seed, with its 95 % t-interval over the paired seeds and the ratio of training FLOPs (growth-step "
-               "passes not counted). A verdict needs the interval to exclude 0; fewer than 5 paired seeds is "
-               "indicative.")
-    if missing:
-        caption += f" The study is in progress: {missing} run(s) of its plan have not landed yet."
+               "passes not counted). A verdict needs the interval to exclude 0; fewer than "
+               f"{compared['min_seeds']} paired seeds is indicative.")
+    if compared["missing"]:
+        caption += (f" The study is in progress: {len(compared['missing'])} run(s) of its plan have not landed "
+                    "yet.")
     return table, caption, f"{caption}\n\n{table.to_markdown(index=False)}"
 
 

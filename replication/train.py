@@ -202,8 +202,9 @@ def run(cfg: Config, results_dir: str = "results", device: str | torch.device = 
     cached = res.load_cached(cfg, results_dir)
     if cached is not None:
         return cached
-    devices.configure(cfg.precision, torch.device(device), cfg.cudnn_benchmark)  # a bad precision fails here
-    notice = devices.precision_notice(cfg.precision, torch.device(device))
+    device = torch.device(device)
+    devices.configure(cfg.precision, device, cfg.cudnn_benchmark)  # a bad precision fails here
+    notice = devices.precision_notice(cfg.precision, device)
     if notice:
         log(f"[{cfg.name()}] {notice}")
     shared = round0_path(cfg, results_dir)
@@ -213,7 +214,7 @@ def run(cfg: Config, results_dir: str = "results", device: str | torch.device = 
         cached = res.load_cached(cfg, results_dir)  # trained meanwhile by the process that held the lock
         if cached is not None:
             return cached
-        return _train(cfg, results_dir, torch.device(device), resume, ds, stop_after_epochs, log)
+        return _train(cfg, results_dir, device, resume, ds, stop_after_epochs, log)
 
 
 def _train(cfg: Config, results_dir: str, device: torch.device, resume: bool, ds, stop_after_epochs, log):

@@ -32,8 +32,7 @@ def test_cifar10_table_and_readme_match_the_committed_runs(preset):
 
 def test_comparisons_table_and_readme_match_the_committed_runs():
     compared = study.comparison_study("fulldata", log=lambda *a: None)
-    table, caption, md = tables.render_comparisons(compared["records"], compared["comparisons"], "cifar10",
-                                                   "fulldata", len(compared["missing"]))
+    table, caption, md = tables.render_comparisons(compared, "cifar10", "fulldata")
     assert _committed("fulldata", "comparisons_cifar10.md") == f"{caption}\n\n{table.to_markdown(index=False)}\n"
     marker = tables.readme_section("fulldata", "cifar10", "comparisons")
     readme = open(os.path.join(REPO_ROOT, "README.md")).read()

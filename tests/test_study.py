@@ -343,7 +343,7 @@ def test_comparisons_pair_by_seed_and_say_indicative_below_five_seeds():
                + [rec(fixed.replace(seed=s), 0.77 + 0.01 * (s % 2), 1.1) for s in range(3)])
     table = tables.comparisons_table(records, [("ours", "firefly", "q1"),
                                                ("fixed (Firefly's final widths, equal compute)", "firefly", "q2"),
-                                               ("random", "firefly", "q3")]).set_index("A − B")
+                                               ("random", "firefly", "q3")], min_seeds=5).set_index("A − B")
     first = table.loc["ours − firefly"]
     assert first["paired seeds"] == 5 and first["difference (pp)"] == "+1.20" and first["verdict"] == "A above B"
     second = table.loc["fixed (Firefly's final widths, equal compute) − firefly"]
