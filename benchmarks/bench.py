@@ -22,7 +22,7 @@ from replication import data as data_mod  # noqa: E402
 from replication.config import QUICK  # noqa: E402
 from replication.models import build_model, full_widths  # noqa: E402
 from replication.similarity import constraint, neuron_rows  # noqa: E402
-from replication.strategies import grow  # noqa: E402
+from replication.growth.registry import grow  # noqa: E402
 from replication.train import LAYOUT, make_optimizer, train_epoch  # noqa: E402
 
 BATCH = 128

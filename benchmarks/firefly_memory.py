@@ -16,7 +16,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from replication.config import PAPER  # noqa: E402
-from replication.candidates import SCORE_GATE, CandidateNetwork  # noqa: E402
+from replication.growth.candidates import SCORE_GATE, CandidateNetwork  # noqa: E402
 from replication.models import build_model, full_widths  # noqa: E402
 from replication.train import LAYOUT  # noqa: E402
 

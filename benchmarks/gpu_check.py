@@ -29,9 +29,9 @@ from firefly_memory import candidate_step  # noqa: E402
 from replication import data as data_mod  # noqa: E402
 from replication import devices  # noqa: E402
 from replication.config import PAPER, SMOKE  # noqa: E402
-from replication.firefly import candidate_scores, firefly_grow  # noqa: E402
+from replication.growth.firefly import candidate_scores, firefly_grow  # noqa: E402
 from replication.models import build_model, full_widths, widths_of  # noqa: E402
-from replication.study import ablation_configs, from_round0_configs, main_configs  # noqa: E402
+from replication.experiments import plan  # noqa: E402
 from replication.train import LAYOUT, make_optimizer, run, train_epoch  # noqa: E402
 
 CIFAR_TRAIN, CIFAR_TEST = 50_000, 10_000
@@ -209,10 +209,9 @@ def project(train: dict, growth_mid_s: float, dry, log):
     fixed_full_s = (CIFAR_TRAIN / train["full"] + CIFAR_TEST / (3 * train["full"])) * PAPER.rounds * PAPER.epochs_per_round
     fixed_final_s = epoch_s[-1] * PAPER.rounds * PAPER.epochs_per_round
     cost = {"firefly": firefly_s, "ours": ours_s, "random": random_s, "split": random_s}
-    runs = []
-    for ds in ("cifar10", "cifar100"):
-        runs += main_configs("paper", ds, (0, 1, 2))
-    runs += ablation_configs("paper", "cifar10") + from_round0_configs("paper", "cifar10", (0, 1, 2))
+    paper = plan("paper")
+    runs = [c for ds in paper.datasets for c in paper.main_configs(ds)]
+    runs += paper.ablation_configs("cifar10") + paper.from_round0_configs("cifar10")
     runs = list(dict.fromkeys(runs))
     total = 0.0
     for c in runs:

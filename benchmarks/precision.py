@@ -18,7 +18,7 @@ from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from replication import devices  # noqa: E402
-from replication.candidates import CandidateNetwork  # noqa: E402
+from replication.growth.candidates import CandidateNetwork  # noqa: E402
 from replication.config import FULLDATA  # noqa: E402
 from replication.models import build_model  # noqa: E402
 from replication.train import LAYOUT, make_optimizer  # noqa: E402

@@ -10,16 +10,17 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from replication import fulldata  # noqa: E402
+from replication.experiments import fulldata  # noqa: E402
 from replication.config import Config  # noqa: E402
-from replication.study import base_config, method_label, results_dir  # noqa: E402
+from replication.experiments import plan  # noqa: E402
+from replication.growth.registry import method_label  # noqa: E402
 from replication.train import round0_path  # noqa: E402
 
 
 def fulldata_remaining(records: list[dict], own_s: dict[str, float], round0_s: list[float]) -> tuple[int, float]:
     """(runs left, estimated CPU seconds) of the fulldata plan: each missing run at the mean own time of the finished
     runs with its method label (growing runs: any growing run's mean), plus one shared round 0 per new seed."""
-    base = base_config(fulldata.PRESET, "cifar10")
+    base = fulldata.PLAN.base_config("cifar10")
     done = {r["config_key"] for r in records}
     lam = fulldata.chosen_lambda([r for r in records if r["config"]["seed"] in fulldata.SWEEP_SEEDS])
     plan = (fulldata.sweep_configs(base) + fulldata.independent_configs(base) + fulldata.ours_configs(base, lam)
@@ -45,17 +46,17 @@ def fulldata_remaining(records: list[dict], own_s: dict[str, float], round0_s: l
     left_followups = [c for c in followups if c.seed not in done_followups]
     seconds = sum(estimate(method_label(c)) for c in missing)
     seconds += len(left_followups) * estimate("fixed (Firefly's final widths)")
-    rdir = results_dir(fulldata.PRESET)
+    rdir = fulldata.PLAN.results_dir()
     new_round0 = {round0_path(c, rdir) for c in missing if round0_path(c, rdir)}
     seconds += sum(not os.path.isfile(p) for p in new_round0) * mean_round0
     return len(missing) + len(left_followups), seconds
 
 
 def main(preset: str = "fulldata", jobs: int = 2) -> None:
-    records = [json.load(open(p)) for p in sorted(glob.glob(os.path.join(results_dir(preset), "runs", "*.json")))]
+    records = [json.load(open(p)) for p in sorted(glob.glob(os.path.join(plan(preset).results_dir(), "runs", "*.json")))]
     records = [r for r in records if r.get("status") == "complete"]
     if not records:
-        print(f"no complete run in {results_dir(preset)}")
+        print(f"no complete run in {plan(preset).results_dir()}")
         return
     shared_round0: dict[str, float] = {}
     own = 0.0
@@ -65,7 +66,7 @@ def main(preset: str = "fulldata", jobs: int = 2) -> None:
         round0 = sum(e["time_s"] for e in r["epochs"] if e["round"] == 0)
         growth = sum(g["growth"]["time_s"] for g in r["rounds"] if g.get("growth"))
         # A round 0 stored for sharing is counted once, whichever run trained it (leader or fork).
-        shared = round0_path(Config.from_dict(r["config"]), results_dir(preset))
+        shared = round0_path(Config.from_dict(r["config"]), plan(preset).results_dir())
         is_shared = shared is not None and os.path.isfile(shared)
         mine = r["wall_time_s"] - (round0 if is_shared else 0.0)
         if is_shared:
@@ -78,7 +79,7 @@ def main(preset: str = "fulldata", jobs: int = 2) -> None:
           f"({sum(shared_round0.values()):.0f} s)")
     print(f"CPU time (one thread per run): {total / 3600:.2f} h; wall time with {jobs} processes: "
           f"{total / 3600 / jobs:.2f} h (if the pool were always full)")
-    if preset == fulldata.PRESET:
+    if plan(preset) is fulldata.PLAN:
         n, left = fulldata_remaining(records, own_s, list(shared_round0.values()))
         print(f"left of the plan: {n} runs, ~{left / 3600:.2f} CPU-h (mean own time of finished runs of the same "
               f"kind) -> ~{left / 3600 / jobs:.2f} h wall; projected study total ~{(total + left) / 3600 / jobs:.2f} h "

@@ -6,8 +6,10 @@ import dataclasses
 import os
 import sys
 
-from .config import ARCHS, DATASETS, DEFAULT_LAMBDA_SIM, FIREFLY_START_WIDTH, METHODS, PRESETS, Config, preset
-from .records import REPO_ROOT
+from .config import ARCHS, DATASETS, DEFAULT_LAMBDA_SIM, FIREFLY_START_WIDTH, PAPER, Config
+from .experiments import DEFAULT_PRESET, plan, plans
+from .growth.registry import METHODS
+from .records import RESULTS_ROOT
 
 
 def _parse_value(field: dataclasses.Field, text: str):
@@ -57,11 +59,11 @@ def config_from_args(args) -> Config:
         overrides["lambda_sim"] = DEFAULT_LAMBDA_SIM
     if overrides.get("method") == "fixed" and "start_width" not in overrides and args.full_width:
         overrides["start_width"] = None
-    base = preset(args.preset)
+    base = plan(args.preset).config
     if (overrides.get("arch") in FIREFLY_START_WIDTH and "start_width" not in overrides
             and base.start_width == FIREFLY_START_WIDTH[base.arch]):  # a preset at Firefly's start width keeps it
         overrides["start_width"] = FIREFLY_START_WIDTH[overrides["arch"]]  # 32 for MobileNetV1 (FF:model.py:51-52)
-    return preset(args.preset, **overrides)
+    return base.replace(**overrides)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -70,7 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
                                             "(replication of Sakai & Hotta 2024, arXiv 2408.13291).")
     sub = p.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="train (and grow) one network; reuses a finished run with the same config")
-    t.add_argument("--preset", default="quick", help=f"base configuration: {', '.join(PRESETS)} (default quick)")
+    t.add_argument("--preset", default=DEFAULT_PRESET,
+                   help=f"base configuration: the config of a study, {', '.join(plans())} (default {DEFAULT_PRESET})")
     t.add_argument("--dataset", help=f"one of {', '.join(DATASETS)} (default: the preset's)")
     t.add_argument("--method", help=f"one of {', '.join(METHODS)} (default firefly); 'ours' = firefly + "
                                     "the similarity constraint")
@@ -90,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="use data files that fail the md5 / pixel-fingerprint check (recorded as unverified)")
     t.add_argument("--threads", dest="num_threads", type=int, help="torch CPU threads (default: all cores)")
     t.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
-    t.add_argument("--out", default=os.path.join(REPO_ROOT, "results"),
+    t.add_argument("--out", default=RESULTS_ROOT,
                    help="results folder (default: results/ at the repository root, like data/, whatever the "
                         "working directory)")
     t.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint of this config")
@@ -101,7 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     for name, text in (("study", "train every run the tables and figures need (cached runs are reused)"),
                        ("figures", "run every notebook with papermill: trains what is missing, renders all")):
         s = sub.add_parser(name, help=text)
-        s.add_argument("--preset", default="quick", help=f"one of {', '.join(PRESETS)} (default quick)")
+        s.add_argument("--preset", default=DEFAULT_PRESET,
+                       help=f"the study: one of {', '.join(plans())} (default {DEFAULT_PRESET})")
         s.add_argument("--seeds", type=lambda v: tuple(int(x) for x in v.split(",")),
                        help="comma-separated seeds (default: the preset's, e.g. 0,1,2)")
         s.add_argument("--jobs", type=int, default=2, help="runs trained in parallel processes (default 2)")
@@ -113,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_executor_options(s: argparse.ArgumentParser) -> None:
-    from .executors import EXECUTORS, ClusterOptions
+    from .runs.executors import EXECUTORS, ClusterOptions
     d = ClusterOptions()
     g = s.add_argument_group("where the runs execute (README 'Running on a GPU or a cluster')")
     g.add_argument("--executor", default=d.executor, choices=EXECUTORS,
@@ -137,7 +141,7 @@ def _add_executor_options(s: argparse.ArgumentParser) -> None:
 
 
 def cluster_from_args(args):
-    from .executors import ClusterOptions
+    from .runs.executors import ClusterOptions
     return ClusterOptions(executor=args.executor, device=args.device, partition=args.partition,
                           gpus_per_job=args.gpus_per_job, cpus_per_job=args.cpus_per_job, time_min=args.time_min,
                           array_parallelism=args.array_parallelism, sbatch=tuple(args.sbatch),
@@ -152,10 +156,10 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "presets":
-            base = dataclasses.asdict(PRESETS["paper"])
-            for name, cfg in PRESETS.items():
-                diff = {k: v for k, v in dataclasses.asdict(cfg).items() if base[k] != v}
-                print(f"{name}: {diff or 'the Firefly protocol'}")
+            base = dataclasses.asdict(PAPER)
+            for name, study in plans().items():
+                diff = {k: v for k, v in dataclasses.asdict(study.config).items() if base[k] != v}
+                print(f"{name} ({study.description}): {diff or 'the Firefly protocol'}")
             return 0
         if args.command == "seal-records":
             from .records import seal_folder
@@ -165,7 +169,7 @@ def main(argv=None) -> int:
                 seal_folder(folder)
             return 0
         if args.command == "study":
-            from .executors import StudyIncomplete
+            from .runs.executors import StudyIncomplete
             from .pipeline import full_study
             try:
                 full_study(args.preset, args.seeds, args.jobs, args.datasets.split(","),
@@ -175,8 +179,8 @@ def main(argv=None) -> int:
                 return 1 if exc.failed else 0
             return 0
         if args.command == "figures":
-            from .pipeline import full_study, run_notebooks, trains_in_figures
-            if trains_in_figures(args.preset):
+            from .pipeline import full_study, run_notebooks
+            if plan(args.preset).trains_in_figures:
                 full_study(args.preset, args.seeds, args.jobs, args.datasets.split(","))
             else:
                 print(f"[figures] {args.preset}: rendered from the stored records only; "

@@ -13,9 +13,11 @@ import math
 import os
 from dataclasses import dataclass, field
 
+from .growth.ours import DEFAULT_LAMBDA_SIM  # noqa: F401 (lambda_sim of "ours" unless set; kept importable here)
+from .growth.registry import METHODS, method
+
 DATASETS = ("cifar10", "cifar100", "synthetic")
 ARCHS = ("vgg11", "vgg16", "vgg19", "mobilenetv1")
-METHODS = ("fixed", "random", "split", "firefly", "ours")
 SIM_VARIANTS = ("decorrelate", "distribution")
 SIM_SCOPES = ("all", "new")
 INITS = ("default", "kaiming")
@@ -27,8 +29,6 @@ PRECISIONS = ("fp32", "tf32", "bf16")
 # Firefly grows MobileNetV1 from 32 channels in every layer, VGG from 16 (FF:model.py:51-52, FF:main.py dim_hidden).
 FIREFLY_START_WIDTH = {"vgg11": 16, "vgg16": 16, "vgg19": 16, "mobilenetv1": 32}
 LAMBDA_SWEEP = (1e-3, 1e-2, 1e-1, 1.0)  # paper-facts.md: sweep {1e-3, 1e-2, 1e-1, 1}
-# lambda_sim of method "ours" unless set: chosen by the quick-preset sweep (docs/method.md, notebook 06).
-DEFAULT_LAMBDA_SIM = 1.0
 
 # Fields that only say where things live or how fast they run; they never change a number in the results.
 # cudnn_benchmark is here although cuDNN's choice of algorithm can move the last bits of a GPU run: cuDNN's backward
@@ -145,7 +145,7 @@ class Config:
                 raise ValueError(f"{f.name} must be a finite number, got {value!r}")
         _check_choice("dataset", self.dataset, DATASETS)
         _check_choice("arch", self.arch, ARCHS)
-        _check_choice("method", self.method, METHODS)
+        _check_choice("method", self.method, tuple(METHODS))
         _check_choice("sim_variant", self.sim_variant, SIM_VARIANTS)
         _check_choice("sim_scope", self.sim_scope, SIM_SCOPES)
         _check_choice("init", self.init, INITS)
@@ -156,10 +156,11 @@ class Config:
             raise ValueError("firefly_keep_extra must be >= 0")
         if self.rounds < 1 or self.epochs_per_round < 1:
             raise ValueError("rounds and epochs_per_round must be >= 1")
-        if self.method in ("random", "split", "firefly", "ours") and self.start_width is None and not self.widths:
+        growth = method(self.method)
+        if growth.grows and self.start_width is None and not self.widths:
             raise ValueError(f"method {self.method!r} grows a network: set start_width (e.g. 16)")
-        if self.method == "ours" and self.lambda_sim <= 0:
-            raise ValueError("method 'ours' is Firefly + the similarity constraint: lambda_sim must be > 0")
+        if growth.needs_constraint and self.lambda_sim <= 0:
+            raise ValueError(f"method {self.method!r} is {growth.needs_constraint}: lambda_sim must be > 0")
         if not 0 < self.grow_ratio <= 1:
             raise ValueError("grow_ratio must be in (0, 1]")
         if self.lambda_sim < 0:
@@ -173,7 +174,7 @@ class Config:
 
     @property
     def grows(self) -> bool:
-        return self.method != "fixed" and self.rounds > 1
+        return method(self.method).grows and self.rounds > 1
 
     def result_fields(self) -> dict:
         d = dataclasses.asdict(self)
@@ -275,11 +276,3 @@ SMOKE = dataclasses.replace(
     progress=False,
     num_threads=1,  # models this small run fastest on one thread (and tests may run beside other work)
 )
-
-PRESETS = {"smoke": SMOKE, "quick": QUICK, "fulldata": FULLDATA, "paper": PAPER}
-
-
-def preset(name: str, **overrides) -> Config:
-    if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; valid: {', '.join(PRESETS)}")
-    return PRESETS[name].replace(**overrides) if overrides else PRESETS[name]

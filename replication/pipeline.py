@@ -8,22 +8,8 @@ import glob
 import os
 import time
 
-from .pool import ensure
-from .records import REPO_ROOT, atomic_write_text, figures_dir, require_writable, tables_dir
-from .study import (DEFAULT_SEEDS, RESULTS_ROOT, ablation_configs, from_round0_configs,
-                    dataset_available, fulldata_study, main_configs, results_dir,
-                    then_fixed_at_final_widths)
-
-
-# Notebooks `make figures` leaves out per preset (none at present; a preset whose analyses would not fit its
-# budget can list a notebook here, which still runs by hand).
-SKIPPED_NOTEBOOKS: dict[str, tuple[str, ...]] = {}
-
-
-def trains_in_figures(preset_name: str) -> bool:
-    """`make figures` trains what a preset's tables lack, except for the fulldata study (hours of CPU): its runs
-    train only through `make results`, so its figures always render the stored records."""
-    return preset_name != "fulldata"
+from .experiments import Plan, plan
+from .records import REPO_ROOT, RESULTS_ROOT, atomic_write_text, figures_dir, require_writable, tables_dir
 
 
 @contextlib.contextmanager
@@ -61,17 +47,19 @@ def mark_failed(path: str, exc: BaseException) -> None:
 
 
 def run_notebooks(preset_name: str, seeds=None, jobs: int = 2, log=print, build_dir: str | None = None) -> list[str]:
-    """Execute every notebook for `preset_name` into `build_dir` (default build/notebooks/<preset>/)."""
+    """Execute every notebook for the study `preset_name` into `build_dir` (default build/notebooks/<preset>/),
+    except those its plan skips."""
     import papermill as pm
 
+    skipped = plan(preset_name).skipped_notebooks
     out_dir = build_dir or os.path.join(REPO_ROOT, "build", "notebooks", preset_name)
     # Every folder a render writes, checked before the first notebook (a read-only one fails here in one line).
     require_writable(out_dir, figures_dir(preset_name), tables_dir(preset_name))
     os.makedirs(out_dir, exist_ok=True)
     done = []
     for path in sorted(glob.glob(os.path.join(REPO_ROOT, "notebooks", "*.ipynb"))):
-        if os.path.basename(path) in SKIPPED_NOTEBOOKS.get(preset_name, ()):
-            log(f"[figures] {os.path.basename(path)} skipped for {preset_name} (pipeline.SKIPPED_NOTEBOOKS)")
+        if os.path.basename(path) in skipped:
+            log(f"[figures] {os.path.basename(path)} skipped for {preset_name} (its plan's skipped_notebooks)")
             continue
         declared = pm.inspect_notebook(path)
         params = {"preset": preset_name, "jobs": jobs}
@@ -94,35 +82,18 @@ def run_notebooks(preset_name: str, seeds=None, jobs: int = 2, log=print, build_
     return done
 
 
-def full_study(preset_name: str, seeds=None, jobs: int = 1, datasets=("cifar10", "cifar100"),
+def full_study(study: str | Plan, seeds=None, jobs: int = 1, datasets=("cifar10", "cifar100"),
                root: str = RESULTS_ROOT, log=print, cluster=None) -> None:
-    """Every run the notebooks need, trained up front in one pool (progress in the terminal), then the analyses
-    the notebooks would otherwise compute (hyper/hypo E1-E4, Grad-CAM metrics), so that they only render.
-    `cluster` (executors.ClusterOptions) sends the runs to submitit jobs instead; the analyses follow once every
-    run is done (executors.StudyIncomplete until then)."""
-    from .executors import runner_for
+    """Every run a study's notebooks need, trained up front in one pool (progress in the terminal), then the
+    analyses the notebooks would otherwise compute (hyper/hypo E1-E4, Grad-CAM metrics), so that they only render.
+    `study` is a plan or its name. `cluster` (runs/executors.ClusterOptions) sends the runs to submitit jobs
+    instead; the analyses follow once every run is done (StudyIncomplete until then)."""
+    from .runs.executors import runner_for
+    study = plan(study)
     runner = runner_for(cluster, jobs, log)
-    if preset_name == "fulldata":  # its own plan: seeds, the lambda sweep (replication/fulldata.py)
-        fulldata_study(jobs, root, log, runner=runner)
-        from . import analysis, cam
-        log("analyses: Grad-CAM metrics (5 seeds, 2 layers), hyper/hypo neurons E1-E4 (Firefly and ours) ...")
-        cam.metrics_study(preset_name, "cifar10", jobs=jobs, root=root)
-        analysis.neuron_study(preset_name, "cifar10", jobs=jobs, root=root)
-        return
-    seeds = tuple(seeds) if seeds else DEFAULT_SEEDS[preset_name]
-    cfgs = []
-    available = []
-    for ds in datasets:
-        if not dataset_available(preset_name, ds):
-            log(f"{ds}: data not found in the data dir; its table is skipped (README 'Data' says how to get it)")
-            continue
-        available.append(ds)
-        cfgs += main_configs(preset_name, ds, seeds)
-    if "cifar10" in available:
-        cfgs += ablation_configs(preset_name, "cifar10") + from_round0_configs(preset_name, "cifar10", seeds)
-    ensure(cfgs, results_dir(preset_name, root), jobs, log, then=then_fixed_at_final_widths, runner=runner)
-    if "cifar10" in available:
-        from . import analysis, cam  # grad-cam's import takes seconds: only when the analyses run
-        log("analyses: Grad-CAM metrics, hyper/hypo neurons E1-E4 ...")
-        cam.metrics_study(preset_name, "cifar10", jobs=jobs, root=root)
-        analysis.neuron_study(preset_name, "cifar10", seeds, jobs=jobs, root=root)
+    if "cifar10" in study.train_all(seeds, jobs, datasets, root, log, runner):
+        from .analysis import cam, hyper_hypo  # grad-cam's import takes seconds: only when the analyses run
+        log(f"analyses: Grad-CAM metrics ({len(study.seeds)} seeds, {len(study.cam_layers)} layer(s)), "
+            f"hyper/hypo neurons E1-E4 ({', '.join(study.neuron_rows)}) ...")
+        cam.metrics_study(study, "cifar10", jobs=jobs, root=root)
+        hyper_hypo.neuron_study(study, "cifar10", seeds, jobs=jobs, root=root)

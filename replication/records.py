@@ -19,6 +19,7 @@ import tempfile
 import torch
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESULTS_ROOT = os.path.join(REPO_ROOT, "results")  # results/<study>/: records, checkpoints, cached analyses
 
 
 RECORD_REMEDY = "delete it (and the .pt beside it) to train that run again"

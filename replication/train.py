@@ -21,11 +21,11 @@ from . import data as data_mod
 from . import devices
 from . import records as res
 from .config import Config
-from .growth import carry_optimizer_state, snapshot_params
+from .growth.primitives import carry_optimizer_state, snapshot_params
 from .models import build_model, count_flops, count_params, initial_widths, widths_of
 from .progress import progress
 from .similarity import constraint, model_stats
-from .strategies import grow
+from .growth.registry import grow
 
 TRAIN_FLOPS_PER_MAC = 6  # 1 MAC = 2 FLOPs forward; backward ~2x forward (standard estimate, docs/method.md)
 # Activations and conv weights in NHWC order: oneDNN's convolutions run 20-40 % faster on this project's CPU

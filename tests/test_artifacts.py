@@ -5,7 +5,8 @@ import os
 
 import pytest
 
-from replication import study, tables
+from replication import experiments
+from replication.report import tables
 from replication.records import REPO_ROOT, load_runs, tables_dir
 
 # Presets whose tables and README section are committed.
@@ -21,35 +22,35 @@ def _committed(preset, name):
 
 @pytest.mark.parametrize("preset", RENDERED)
 def test_cifar10_table_and_readme_match_the_committed_runs(preset):
-    records = study.main_study(preset, "cifar10", train=False)
+    records = experiments.plan(preset).main_records("cifar10", train=False)
     table, caption, md = tables.render_main(records, "cifar10", preset)
     assert _committed(preset, "cifar10_main.md") == f"{caption}\n\n{table.to_markdown(index=False, floatfmt='.2f')}\n"
-    marker = tables.readme_section(preset, "cifar10")
+    marker = experiments.plan(preset).readme_section("cifar10")
     readme = open(os.path.join(REPO_ROOT, "README.md")).read()
     section = readme.split(f"<!-- {marker}:start -->\n", 1)[1].split(f"\n<!-- {marker}:end -->", 1)[0]
     assert section == md.strip()
 
 
 def test_comparisons_table_and_readme_match_the_committed_runs():
-    compared = study.comparison_study("fulldata", log=lambda *a: None)
+    compared = experiments.plan("fulldata").comparisons(log=lambda *a: None)
     table, caption, md = tables.render_comparisons(compared, "cifar10", "fulldata")
     assert _committed("fulldata", "comparisons_cifar10.md") == f"{caption}\n\n{table.to_markdown(index=False)}\n"
-    marker = tables.readme_section("fulldata", "cifar10", "comparisons")
+    marker = experiments.plan("fulldata").readme_section("cifar10", "comparisons")
     readme = open(os.path.join(REPO_ROOT, "README.md")).read()
     assert readme.split(f"<!-- {marker}:start -->\n", 1)[1].split(f"\n<!-- {marker}:end -->", 1)[0] == md.strip()
-    assert study.comparison_study("quick") is None  # only studies that declare comparisons render this table
+    assert experiments.plan("quick").comparisons() is None  # only studies that declare comparisons render this table
 
 
 @pytest.mark.parametrize("preset", RENDERED)
 def test_ablation_table_matches_the_committed_runs(preset):
-    records = study.ablation_study(preset, "cifar10", train=False)
+    records = experiments.plan(preset).ablation_records("cifar10", train=False)
     table, caption, _ = tables.render_ablations(records, preset)
     assert _committed(preset, "ablations.md") == f"{caption}\n\n{table.to_markdown(index=False, floatfmt='.4g')}\n"
 
 
 @pytest.mark.parametrize("preset,at_least", [("quick", 15), ("fulldata", 33)])
 def test_every_committed_run_is_complete_and_stamped(preset, at_least):
-    rdir = study.results_dir(preset)
+    rdir = experiments.plan(preset).results_dir()
     files = sorted(glob.glob(os.path.join(rdir, "runs", "*.json")))
     # load_runs keeps only complete records, so the files themselves must be read to see an incomplete one
     assert [json.load(open(p))["status"] for p in files] == ["complete"] * len(files)
@@ -63,7 +64,7 @@ def test_every_committed_run_is_complete_and_stamped(preset, at_least):
 
 def test_each_readme_results_section_has_its_markers():
     readme = open(os.path.join(REPO_ROOT, "README.md")).read()
-    for preset in tables.README_SECTIONS:
-        marker = tables.readme_section(preset, "cifar10")
+    for preset in (name for name, study in experiments.plans().items() if study.readme_sections):
+        marker = experiments.plan(preset).readme_section("cifar10")
         assert f"<!-- {marker}:start -->" in readme and f"<!-- {marker}:end -->" in readme, marker
-    assert tables.readme_section("smoke", "cifar10") is None  # CI's smoke runs never touch the README
+    assert experiments.plan("smoke").readme_section("cifar10") is None  # CI's smoke runs never touch the README

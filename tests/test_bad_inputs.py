@@ -9,7 +9,8 @@ import sys
 import pytest
 
 from conftest import write_python_layout
-from replication import cli, data, params
+from replication import cli, data
+from replication.report import params
 from replication.config import SMOKE, Config
 from replication.data import DataError
 from replication.records import DamagedFile, run_path

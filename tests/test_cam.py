@@ -1,6 +1,6 @@
 import torch
 
-from replication import cam
+from replication.analysis import cam
 from replication.data import synthetic_cifar
 from replication.models import build_model
 

@@ -3,12 +3,13 @@ import dataclasses
 import pytest
 
 from replication import cli
-from replication.config import PAPER, PRESETS, QUICK, SMOKE, Config, preset
+from replication.config import PAPER, QUICK, SMOKE, Config
+from replication.experiments import plan, plans
 
 
 def test_presets_differ_from_paper_only_by_replace():
-    for cfg in PRESETS.values():
-        assert isinstance(cfg, Config)
+    for study in plans().values():
+        assert isinstance(study.config, Config)
     assert PAPER.batch_size == 128 and PAPER.lr == 0.1 and PAPER.momentum == 0.9 and PAPER.nesterov
     assert PAPER.weight_decay == 1e-4 and PAPER.rounds == 11 and PAPER.epochs_per_round == 160
     assert PAPER.grow_ratio == 0.30 and PAPER.firefly_new_per_layer == 70 and PAPER.start_width == 16
@@ -40,7 +41,7 @@ def test_ours_needs_a_positive_lambda_and_growing_needs_a_start_width():
     with pytest.raises(ValueError, match="start_width"):
         SMOKE.replace(method="firefly", start_width=None)
     with pytest.raises(ValueError, match="unknown preset"):
-        preset("huge")
+        plan("huge")
     with pytest.raises(ValueError, match="unknown config field"):
         SMOKE.replace(colour="red")
     with pytest.raises(ValueError, match="sim_sample_rows"):

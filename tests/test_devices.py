@@ -8,7 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from replication import growth, neurons
+from replication.analysis import neurons
+from replication.growth import primitives as growth
 from replication.config import SMOKE
 from replication.data import load_dataset
 from replication.models import build_model
@@ -73,7 +74,7 @@ def test_growth_primitives_and_optimizer_carry_over_stay_on_the_device():
 
 @pytest.mark.parametrize("method", ["random", "split"])
 def test_random_and_split_growth_steps_run_on_the_device(ds, method):
-    from replication.strategies import grow
+    from replication.growth.registry import grow
     cfg = SMOKE.replace(method=method)
     model = _on_meta(build_model("vgg11", WIDTHS, ds.num_classes))
     grow(model, cfg, ds, 1, torch.Generator().manual_seed(0), META)
@@ -116,7 +117,7 @@ def test_random_fan_out_scaled_on_the_device_equals_the_host_read_version():
 def test_firefly_candidate_passes_and_materialise_run_on_the_device(ds, arch, score_at):
     """The candidate network's training and scoring passes on the device; selection on host copies of the scores
     (argsort and nonzero read data), then materialisation of the chosen candidates on the device."""
-    from replication import firefly
+    from replication.growth import firefly
     cfg = SMOKE.replace(arch=arch, method="firefly", firefly_score_at=score_at)
     widths = WIDTHS if arch == "vgg11" else [4] * 14
     model = _on_meta(build_model(arch, widths, ds.num_classes))

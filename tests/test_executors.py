@@ -8,9 +8,9 @@ import time
 import pytest
 
 from replication.config import SMOKE
-from replication.executors import ClusterOptions, StudyIncomplete, SubmititRunner, slurm_parameters
-from replication.pool import ensure
-from replication.study import then_fixed_at_final_widths
+from replication.runs.executors import ClusterOptions, StudyIncomplete, SubmititRunner, slurm_parameters
+from replication.runs.pool import ensure
+from replication.experiments.plan import then_fixed_at_final_widths
 from replication.train import checkpoint_path
 
 pytest.importorskip("submitit")
@@ -121,7 +121,7 @@ def test_cli_rejects_bad_cluster_options_before_submitting_anything(tmp_path, ca
 
 
 def test_runner_for_picks_the_pool_or_submitit(tmp_path):
-    from replication.executors import InlineRunner, runner_for
+    from replication.runs.executors import InlineRunner, runner_for
     assert runner_for(None) is None and runner_for(ClusterOptions()) is None  # the pool on the CPU, as before
     on_gpu = runner_for(ClusterOptions(device="cuda"), jobs=2)
     assert isinstance(on_gpu, InlineRunner) and (on_gpu.jobs, on_gpu.device) == (2, "cuda")

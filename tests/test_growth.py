@@ -4,12 +4,14 @@ import torch
 from torch import nn
 
 from replication.config import SMOKE
-from replication.candidates import SCORE_GATE, CandidateNetwork
-from replication.firefly import materialise, select_global
-from replication.growth import (add_neurons, carry_optimizer_state, kaiming_filters, random_fan_out, split_neurons,
+from replication.growth.candidates import SCORE_GATE, CandidateNetwork
+from replication.growth.firefly import materialise, select_global
+from replication.growth.primitives import (add_neurons, carry_optimizer_state, kaiming_filters, random_fan_out, split_neurons,
                                 zero_fan_out)
 from replication.models import build_model, count_params
-from replication.strategies import grow_random, grow_split, neurons_to_add
+from replication.growth.base import neurons_to_add
+from replication.growth.random import grow_random
+from replication.growth.split import grow_split
 
 from test_models import vgg_params_formula
 
@@ -251,7 +253,7 @@ def test_materialised_new_to_new_weights_are_the_learnt_ones():
 
 
 def test_selection_keeps_n_plus_one_per_group_like_firefly():
-    from replication.firefly import selection_quotas
+    from replication.growth.firefly import selection_quotas
     vgg = build_model("vgg19", [16] * 16, 10)
     assert selection_quotas(vgg, SMOKE) == ([list(range(16))], [int(256 * 0.3) + 1])
     mobile = build_model("mobilenetv1", [32] * 14, 10)
@@ -264,7 +266,7 @@ def test_selection_keeps_n_plus_one_per_group_like_firefly():
 def test_firefly_candidate_passes_never_wait_for_the_device(host_reads):
     # Both candidate passes queue their work without one host read-back, however long they are.
     from replication.data import synthetic_cifar
-    from replication.firefly import candidate_scores
+    from replication.growth.firefly import candidate_scores
     ds = synthetic_cifar(10, 40, 5)
     host_reads.clear()
     for images in (128, 384):

@@ -4,8 +4,9 @@ import pandas as pd
 import pytest
 import torch
 
-from replication import corruptions, neurons
-from replication.adaptation import AdaptConfig, adapt, channel_masks, pseudo_labels
+from replication.analysis import neurons
+from replication.data import corruptions
+from replication.analysis.adaptation import AdaptConfig, adapt, channel_masks, pseudo_labels
 from replication.config import SMOKE
 from replication.data import load_dataset, normalise, synthetic_cifar
 from replication.models import build_model
@@ -117,7 +118,7 @@ def test_gradient_masks_freeze_exactly_the_unselected_parameters(model, images):
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     masks = channel_masks(model, selected)
     # Only stage 1 (masked): a one-condition run whose second stage has no steps.
-    from replication.adaptation import _train
+    from replication.analysis.adaptation import _train
     m = copy.deepcopy(model)
     keep, labels, _ = pseudo_labels(m, images.train_x, 0.0)
     _train(m, images.train_x[keep], labels, 3, cfg, list(m.parameters()), masks=masks,
@@ -163,16 +164,17 @@ def test_relative_definition_takes_the_extremes_of_every_layer_of_every_model():
 def test_e2_and_e3_compare_the_sets_of_each_definition(tmp_path):
     """With both definitions, E2 has a row per definition and criterion, and E3 removes the relative sets (never
     empty) beside the absolute ones; the absolute-only caches keep their keys."""
-    from replication import analysis, study
-    from replication.pool import ensure
+    from replication import experiments
+    from replication.analysis import hyper_hypo
+    from replication.runs.pool import ensure
     cfgs = [SMOKE.replace(method="firefly", seed=0)]
     records = ensure(cfgs, str(tmp_path), log=lambda *a: None)
-    ds = load_dataset(study.base_config("smoke", "cifar10"))
-    stats = analysis.census(records, ds, str(tmp_path))
-    e2 = analysis.criteria_overlap(records, ds, str(tmp_path), stats, definitions=neurons.DEFINITIONS)
+    ds = load_dataset(experiments.plan("smoke").base_config("cifar10"))
+    stats = hyper_hypo.census(records, ds, str(tmp_path))
+    e2 = hyper_hypo.criteria_overlap(records, ds, str(tmp_path), stats, definitions=neurons.DEFINITIONS)
     assert set(e2["definition"]) == set(neurons.DEFINITIONS) and len(e2) == 2 * len(neurons.CRITERIA)
     assert (e2[e2["definition"] == "relative"]["base hypo (%)"] > 0).all()
-    e3 = analysis.removal(records, ds, str(tmp_path), stats, definitions=neurons.DEFINITIONS)
+    e3 = hyper_hypo.removal(records, ds, str(tmp_path), stats, definitions=neurons.DEFINITIONS)
     relative = e3[e3["removed"] == "hyper+hypo (relative)"]
     assert len(relative) == 2 and (relative["channels"] > 0).all()
     assert set(e3[e3["removed"].str.startswith("random (size of hyper+hypo (relative)")]["channels"]) == set(
@@ -180,11 +182,11 @@ def test_e2_and_e3_compare_the_sets_of_each_definition(tmp_path):
     control = e3[e3["removed"] == "random (size of hypo = size of hyper (relative))"]
     assert list(control["channels"]) == list(e3[e3["removed"] == "hypo (relative)"]["channels"])
     assert list(control["channels"]) == list(e3[e3["removed"] == "hyper (relative)"]["channels"])
-    assert analysis._definitions_key(("absolute",)) == ""
+    assert hyper_hypo._definitions_key(("absolute",)) == ""
 
 
 def test_census_figure_draws_every_layer_including_those_without_such_channels():
-    from replication import plots
+    from replication.report import plots
     stats = pd.DataFrame({"method": "firefly", "seed": 0, "layer": [0, 0, 1, 1, 2, 2], "channel": [0, 1] * 3,
                           "kind": ["hypo", "normal", "normal", "normal", "normal", "hyper"],
                           "firing_rate": [0.01, 0.5, 0.5, 0.5, 0.5, 0.99], "phi_prediction": 0.5})
@@ -196,7 +198,7 @@ def test_census_figure_draws_every_layer_including_those_without_such_channels()
 
 
 def test_removal_contrasts_pair_each_set_with_its_control_by_seed():
-    from replication import analysis
+    from replication.analysis import hyper_hypo
     rows = []
     for seed, (hypo, control) in enumerate(((50.0, 40.0), (52.0, 41.0), (49.0, 40.0))):
         for removed, acc in (("hypo (relative)", hypo), ("random (size of hypo = size of hyper (relative))", control),
@@ -204,7 +206,7 @@ def test_removal_contrasts_pair_each_set_with_its_control_by_seed():
             rows.append({"method": "ours", "seed": seed, "removed": removed, "ablation": "mean",
                          "channels": 0 if removed.endswith("hypo") else 30, "clean acc (%)": acc,
                          "corrupted acc, severity 3 (%)": acc / 2})
-    table = analysis.removal_contrasts(pd.DataFrame(rows))
+    table = hyper_hypo.removal_contrasts(pd.DataFrame(rows))
     assert list(table["removed − its random control"]) == [
         "hypo (relative) − random (size of hypo = size of hyper (relative))"]  # the empty absolute set is left out
     assert table.loc[0, "seeds"] == 3 and table.loc[0, "clean (pp)"].startswith("+10.00 ± ")

@@ -11,7 +11,7 @@ import pytest
 
 from replication import records
 from replication.config import SMOKE
-from replication.pool import ensure
+from replication.runs.pool import ensure
 from replication.records import DamagedFile, run_path
 from replication.train import checkpoint_path, run
 
@@ -24,7 +24,7 @@ STUDY_SCRIPT = """
 import sys
 from replication import train
 from replication.config import SMOKE
-from replication.pool import ensure
+from replication.runs.pool import ensure
 trained = sys.argv[2]
 inner = train._train
 def counted(cfg, *a, **k):  # each start of training, by any process, is one line
@@ -82,7 +82,7 @@ def test_a_run_locked_by_another_process_is_waited_for_then_read(tmp_path):
 
 
 def test_local_executor_runs_at_most_jobs_at_once(tmp_path):
-    from replication.executors import ClusterOptions, SubmititRunner
+    from replication.runs.executors import ClusterOptions, SubmititRunner
     runner = SubmititRunner(ClusterOptions(executor="local", poll_s=0.2, time_min=10), log=lambda *a: None,
                             max_running=1)
     most = []
@@ -100,7 +100,7 @@ def test_local_executor_runs_at_most_jobs_at_once(tmp_path):
 
 def test_a_stale_ledger_pid_is_not_a_running_job(tmp_path):
     """After a crash or reboot the ledger's pid may belong to another process: that is not the job."""
-    from replication.executors import ClusterOptions, Ledger, SubmititRunner, _local_alive, process_identity
+    from replication.runs.executors import ClusterOptions, Ledger, SubmititRunner, _local_alive, process_identity
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         assert _local_alive({"job_id": str(other.pid), "process": process_identity(other.pid)})
@@ -270,7 +270,7 @@ def test_a_damaged_analysis_cache_is_refused_with_the_file_to_delete(tmp_path, d
 def test_an_interrupted_figure_write_leaves_the_old_figure_whole(tmp_path, monkeypatch):
     import matplotlib.pyplot as plt
 
-    from replication import plots
+    from replication.report import plots
     fig = plt.figure()
     plt.plot([0, 1], [0, 1])
     before = plots.save(fig, str(tmp_path), "f")

@@ -3,9 +3,13 @@ import os
 
 import pytest
 
-from replication import analysis, pool, study
+from replication import experiments
+from replication.analysis import hyper_hypo
+from replication.runs import pool
 from replication.config import SMOKE
 from replication.data import load_dataset
+from replication.experiments.plan import then_fixed_at_final_widths
+from replication.growth.registry import method_label
 
 
 def test_map_processes_in_worker_processes_equals_in_this_one():
@@ -18,13 +22,13 @@ def test_ensure_starts_longest_runs_first_and_trains_follow_ups(tmp_path):
     cfgs = [SMOKE.replace(method=m, seed=0) for m in ("fixed", "random", "firefly")]
     assert sorted(cfgs, key=pool.longest_first)[0].method == "firefly"  # its follow-up waits for it
     trained = []
-    recs = pool.ensure(cfgs, str(tmp_path), jobs=1, log=trained.append, then=study.then_fixed_at_final_widths)
+    recs = pool.ensure(cfgs, str(tmp_path), jobs=1, log=trained.append, then=then_fixed_at_final_widths)
     assert [r["config"]["method"] for r in recs] == ["fixed", "random", "firefly", "fixed"]
     grown = recs[2]["final"]["widths"]
     assert grown != [SMOKE.start_width] * len(grown) and recs[3]["config"]["widths"] == grown
     assert recs[3]["config"]["start_width"] is None and recs[3]["final"]["widths"] == grown
     # Everything is cached now: the same call, not allowed to train, returns the same records.
-    again = pool.ensure(cfgs, str(tmp_path), jobs=1, train=False, then=study.then_fixed_at_final_widths)
+    again = pool.ensure(cfgs, str(tmp_path), jobs=1, train=False, then=then_fixed_at_final_widths)
     assert [r["config_key"] for r in again] == [r["config_key"] for r in recs]
     with pytest.raises(FileNotFoundError, match="missing"):
         pool.ensure([SMOKE.replace(seed=5)], str(tmp_path), train=False)
@@ -33,17 +37,17 @@ def test_ensure_starts_longest_runs_first_and_trains_follow_ups(tmp_path):
 def test_neuron_analyses_in_two_processes_equal_one(tmp_path):
     """E1 and E3 computed model by model in worker processes give the table computed in this process."""
     root = str(tmp_path)
-    records = analysis.neuron_records("smoke", "cifar10", seeds=(0,), root=root)
+    records = experiments.plan("smoke").neuron_records("cifar10", seeds=(0,), root=root)
     assert {r["config"]["method"] for r in records} == {"fixed", "firefly", "ours"}
-    ds = load_dataset(study.base_config("smoke", "cifar10"))
-    rdir = study.results_dir("smoke", root)
-    serial = analysis.census(records, ds, rdir, jobs=1)
+    ds = load_dataset(experiments.plan("smoke").base_config("cifar10"))
+    rdir = experiments.plan("smoke").results_dir(root)
+    serial = hyper_hypo.census(records, ds, rdir, jobs=1)
     os.remove(os.path.join(rdir, "neurons_stats.csv"))
-    parallel = analysis.census(records, ds, rdir, jobs=2)
+    parallel = hyper_hypo.census(records, ds, rdir, jobs=2)
     assert parallel.equals(serial)
-    e3 = analysis.removal(records, ds, rdir, serial, jobs=1)
+    e3 = hyper_hypo.removal(records, ds, rdir, serial, jobs=1)
     os.remove(os.path.join(rdir, "neurons_removal.csv"))
-    assert analysis.removal(records, ds, rdir, serial, jobs=2).equals(e3)
+    assert hyper_hypo.removal(records, ds, rdir, serial, jobs=2).equals(e3)
 
 
 def test_two_processes_train_a_shared_round0_once_and_fork_from_it(tmp_path):
@@ -62,24 +66,24 @@ def test_two_processes_train_a_shared_round0_once_and_fork_from_it(tmp_path):
 
 
 def test_fulldata_plan_sweeps_lambda_on_seeds_outside_the_main_table():
-    from replication import fulldata
+    from replication.experiments import fulldata
     from replication.config import FULLDATA
     assert not set(fulldata.SWEEP_SEEDS) & (set(fulldata.MAIN_SEEDS) | set(fulldata.OTHER_SEEDS))
     assert len(fulldata.MAIN_SEEDS) >= 5 and len(fulldata.OTHER_SEEDS) >= 3
     assert FULLDATA.train_per_class is None and FULLDATA.test_per_class is None  # all 50,000 / 10,000 images
     assert FULLDATA.firefly_candidate_images >= 100 * FULLDATA.firefly_candidate_batch_size  # >= 100 RMSprop steps
-    ours = fulldata.ours_configs(study.base_config("fulldata", "cifar10"), 0.1)
+    ours = fulldata.ours_configs(experiments.plan("fulldata").base_config("cifar10"), 0.1)
     assert {c.sim_from_round for c in ours} == {0, 1}
     assert {c.seed for c in ours if c.sim_from_round == 1} == set(fulldata.MAIN_SEEDS)
     from_round0 = {c.seed for c in ours if c.sim_from_round == 0}
     assert from_round0 == set(fulldata.MAIN_SEEDS + fulldata.FROM_ROUND0_EXTRA_SEEDS)
-    firefly = {c.seed for c in fulldata.independent_configs(study.base_config("fulldata", "cifar10"))
+    firefly = {c.seed for c in fulldata.independent_configs(experiments.plan("fulldata").base_config("cifar10"))
                if c.method == "firefly"}
     assert from_round0 <= firefly  # every row of ours is paired with Firefly of its seed
 
 
 def test_fulldata_lambda_rule_takes_the_best_mean_and_breaks_ties_upwards():
-    from replication import fulldata
+    from replication.experiments import fulldata
 
     def rec(lam, acc, seed):
         return {"config": {"lambda_sim": lam, "seed": seed}, "final": {"test_acc": acc}}
@@ -92,7 +96,7 @@ def test_fulldata_lambda_rule_takes_the_best_mean_and_breaks_ties_upwards():
 
 
 def test_main_table_pairs_both_rows_of_ours_with_firefly():
-    from replication import tables
+    from replication.report import tables
 
     def rec(method, seed, acc, from_round=1, lam=0.0):
         cfg = {**SMOKE.replace(method=method, seed=seed, lambda_sim=lam, sim_from_round=from_round).result_fields()}
@@ -108,7 +112,7 @@ def test_main_table_pairs_both_rows_of_ours_with_firefly():
 
 
 def test_main_caption_names_each_rows_seeds_when_they_differ():
-    from replication import tables
+    from replication.report import tables
 
     def rec(method, seed):
         cfg = SMOKE.replace(method=method, seed=seed).result_fields()
@@ -125,7 +129,7 @@ def test_main_caption_names_each_rows_seeds_when_they_differ():
 def test_lambda_sweep_rows_take_the_swept_seed_only():
     import pandas as pd
 
-    from replication import tables
+    from replication.report import tables
 
     def row(lam, seed, score_at="full", variant="decorrelate", top1=70.0):
         return {"growth": "firefly", "variant": variant if lam > 0 else "-", "scope": "all" if lam > 0 else "-",
@@ -140,7 +144,7 @@ def test_lambda_sweep_rows_take_the_swept_seed_only():
 
 
 def test_widths_frame_has_one_row_per_run_and_layer():
-    from replication import plots
+    from replication.report import plots
 
     recs = [{"config": SMOKE.replace(method=m, seed=s).result_fields(), "final": {"widths": [4 + s, 8, 6]}}
             for m in ("firefly", "random") for s in range(2)]
@@ -150,7 +154,7 @@ def test_widths_frame_has_one_row_per_run_and_layer():
 
 
 def test_width_stats_are_over_seeds_per_method_and_layer_in_record_order():
-    from replication import plots
+    from replication.report import plots
 
     widths = {("random", 0): [20, 30], ("firefly", 0): [40, 10], ("random", 1): [24, 34], ("firefly", 1): [44, 18]}
     recs = [{"config": SMOKE.replace(method=m, seed=s).result_fields(), "final": {"widths": w}}
@@ -185,10 +189,10 @@ def _fake_ensure(calls):
 def test_fulldata_study_trains_the_sweep_first_then_every_other_run_in_one_pool(monkeypatch, tmp_path):
     """Without a stored sweep, lambda is unknown: the sweep and the runs that do not need it train first; then one
     pool takes every other run (no process idles between the parts); the records come back sorted into parts."""
-    from replication import fulldata
+    from replication.experiments import fulldata
     calls = []
-    monkeypatch.setattr(study, "ensure", _fake_ensure(calls))
-    parts = study.fulldata_study(root=str(tmp_path), log=lambda *a: None)
+    monkeypatch.setattr(fulldata, "ensure", _fake_ensure(calls))
+    parts = fulldata.PLAN.parts(root=str(tmp_path), log=lambda *a: None)
     assert parts["lambda_sim"] == max(fulldata.LAMBDA_SWEEP)  # the fake accuracies rise with lambda
     assert parts["lambda_ext"] == max(fulldata.LAMBDA_EXT_GRID)
     assert len(calls) == 3 and {c.method for c in calls[0]} == {"ours", "firefly", "random", "fixed"}
@@ -212,14 +216,14 @@ def test_fulldata_study_trains_the_sweep_first_then_every_other_run_in_one_pool(
 def test_fulldata_study_with_a_stored_sweep_trains_everything_in_one_pool(monkeypatch, tmp_path):
     """When the sweep's records are stored, lambda is known up front: one `ensure` call takes every run whose
     config is known, and the parts, follow-ups included, are those of the two-phase study."""
-    from replication import fulldata
+    from replication.experiments import fulldata
     calls = []
-    monkeypatch.setattr(study, "ensure", _fake_ensure(calls))
-    two_phase = study.fulldata_study(root=str(tmp_path), log=lambda *a: None)
-    stored = {c: _fake_record(c) for c in fulldata.sweep_configs(study.base_config("fulldata", "cifar10"))}
-    monkeypatch.setattr(study, "load_cached", lambda c, rdir: stored.get(c))
+    monkeypatch.setattr(fulldata, "ensure", _fake_ensure(calls))
+    two_phase = fulldata.PLAN.parts(root=str(tmp_path), log=lambda *a: None)
+    stored = {c: _fake_record(c) for c in fulldata.sweep_configs(experiments.plan("fulldata").base_config("cifar10"))}
+    monkeypatch.setattr(fulldata, "load_cached", lambda c, rdir: stored.get(c))
     calls.clear()
-    one_pool = study.fulldata_study(root=str(tmp_path), log=lambda *a: None)
+    one_pool = fulldata.PLAN.parts(root=str(tmp_path), log=lambda *a: None)
     assert len(calls) == 2  # every known run, then the row that lambda_ext names
     assert {k: sorted(r["name"] for r in v) if isinstance(v, list) else v for k, v in one_pool.items()} == {
         k: sorted(r["name"] for r in v) if isinstance(v, list) else v for k, v in two_phase.items()}
@@ -228,25 +232,25 @@ def test_fulldata_study_with_a_stored_sweep_trains_everything_in_one_pool(monkey
 def test_fulldata_renders_while_in_progress_and_refuses_a_missing_run_once_complete(monkeypatch, tmp_path):
     """With train=False nothing trains: while the plan is in progress the parts hold what has landed and name the
     rest; once it is declared complete, a missing run is an error."""
-    from replication import fulldata
-    base = study.base_config("fulldata", "cifar10")
+    from replication.experiments import fulldata
+    base = experiments.plan("fulldata").base_config("cifar10")
     landed = {c: _fake_record(c) for c in fulldata.sweep_configs(base) + fulldata.independent_configs(base)}
-    monkeypatch.setattr(study, "load_cached", lambda c, rdir: landed.get(c))
+    monkeypatch.setattr(fulldata, "load_cached", lambda c, rdir: landed.get(c))
     monkeypatch.setattr(pool, "load_cached", lambda c, rdir: landed.get(c))
-    monkeypatch.setattr(study, "ensure", lambda *a, **k: pytest.fail("must not train"))
+    monkeypatch.setattr(fulldata, "ensure", lambda *a, **k: pytest.fail("must not train"))
     monkeypatch.setattr(fulldata, "IN_PROGRESS", True)
-    parts = study.fulldata_study(root=str(tmp_path), log=lambda *a: None, train=False)
+    parts = fulldata.PLAN.parts(root=str(tmp_path), log=lambda *a: None, train=False)
     assert len(parts["main"]) == len(fulldata.independent_configs(base))
     assert parts["lambda_ext"] is None and parts["constrained"] == [] and parts["missing"]
     assert not any(name in parts["missing"] for name in (c.name() for c in landed))
     monkeypatch.setattr(fulldata, "IN_PROGRESS", False)
     with pytest.raises(FileNotFoundError, match="missing"):
-        study.fulldata_study(root=str(tmp_path), log=lambda *a: None, train=False)
+        fulldata.PLAN.parts(root=str(tmp_path), log=lambda *a: None, train=False)
 
 
 def test_fulldata_lambda_ext_rule_breaks_ties_downwards_and_adds_a_row_only_past_the_first_lambda():
-    from replication import fulldata
-    base = study.base_config("fulldata", "cifar10")
+    from replication.experiments import fulldata
+    base = experiments.plan("fulldata").base_config("cifar10")
 
     def recs(accs):
         return [{"config": {"lambda_sim": lam, "seed": s}, "final": {"test_acc": a}}
@@ -263,7 +267,7 @@ def test_fulldata_lambda_ext_rule_breaks_ties_downwards_and_adds_a_row_only_past
 def test_equal_compute_epochs_match_the_firefly_runs_training_flops():
     """Firefly trains 8 epochs at each round's widths; the fixed net at its final widths gets the whole number of
     epochs closest to the same sum (the same images pass in both), within the plan's tolerance."""
-    from replication import fulldata
+    from replication.experiments import fulldata
     from replication.config import FULLDATA
     rec = _fake_record(FULLDATA.replace(method="firefly", seed=0))  # forward MFLOPs 16, 24, 32 in the 3 rounds
     epochs, ratio = fulldata.equal_compute_epochs(rec)
@@ -280,7 +284,7 @@ def test_equal_compute_epochs_match_the_firefly_runs_training_flops():
 
 PARENT_SCRIPT = """
 import concurrent.futures as cf, multiprocessing as mp, os, sys, time
-from replication import pool
+from replication.runs import pool
 with cf.ProcessPoolExecutor(1, mp_context=mp.get_context("spawn"), initializer=pool.exit_with_parent,
                             initargs=(os.getpid(),)) as ex:
     fut = ex.submit(os.getpid)
@@ -330,7 +334,7 @@ def test_a_restarted_study_resumes_its_interrupted_runs_first(tmp_path, monkeypa
 
 
 def test_comparisons_pair_by_seed_and_say_indicative_below_five_seeds():
-    from replication import tables
+    from replication.report import tables
     from replication.config import FULLDATA
 
     def rec(cfg, acc, tflops=1.0):
@@ -353,8 +357,8 @@ def test_comparisons_pair_by_seed_and_say_indicative_below_five_seeds():
 
 
 def test_method_labels_tell_every_row_of_the_fulldata_plan_apart():
-    from replication import fulldata
-    base = study.base_config("fulldata", "cifar10")
+    from replication.experiments import fulldata
+    base = experiments.plan("fulldata").base_config("cifar10")
     rec = {"name": "x", "config": base.replace(method="firefly").result_fields(),
            "rounds": [{"flops": 10}, {"flops": 15}, {"flops": 20}], "final": {"widths": [20] * 16, "flops": 20}}
     cfgs = (fulldata.independent_configs(base) + fulldata.ours_configs(base, 1.0) + fulldata.ablation_configs(base)
@@ -363,6 +367,6 @@ def test_method_labels_tell_every_row_of_the_fulldata_plan_apart():
     labels = {}
     for c in cfgs:
         fields = {k: v for k, v in c.result_fields().items() if k != "seed"}
-        labels.setdefault(study.method_label(c), set()).add(str(sorted(fields.items())))
+        labels.setdefault(method_label(c), set()).add(str(sorted(fields.items())))
     assert all(len(v) == 1 for v in labels.values()), {k: len(v) for k, v in labels.items()}
     assert {a for a, _, _ in fulldata.COMPARISONS} | {b for _, b, _ in fulldata.COMPARISONS} <= set(labels)

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import os
 
-from .records import atomic_write_text
-from .stats import ci95
-from .study import method_label
+from ..records import atomic_write_text
+from ..stats import ci95
+from ..growth.registry import method_label, ordered_labels
 
 
 def runs_table(records: list[dict]):
@@ -27,17 +27,6 @@ def runs_table(records: list[dict]):
 # ----------------------------------------------------------------------------------------------------------------
 # Tables: rendered only from run records, written as Markdown + CSV + LaTeX
 # ----------------------------------------------------------------------------------------------------------------
-METHOD_ORDER = ["fixed (compact)", "fixed (Firefly's final widths)", "fixed (Firefly's final widths, equal compute)",
-                "fixed (full)", "random", "random + constraint", "split", "firefly", "firefly (scored at g = 0)",
-                "ours", "ours (from round 0)", "ours (scored at g = 0)"]
-
-
-def ordered_labels(labels) -> list[str]:
-    """METHOD_ORDER first, then any other label (e.g. ours at another lambda) in alphabetical order."""
-    present = set(labels)
-    return [m for m in METHOD_ORDER if m in present] + sorted(present - set(METHOD_ORDER))
-
-
 def main_table(records: list[dict]):
     """Per method: final params, FLOPs, cumulative training FLOPs, top-1 mean +- std over seeds; and the paired
     differences of each row of ours - firefly (same seeds) with their 95 % CI."""
@@ -46,7 +35,7 @@ def main_table(records: list[dict]):
     df = runs_table(records)
     df["method"] = [method_label(r["config"]) for r in records]
     rows = []
-    for method in ordered_labels(df["method"]):
+    for method in ordered_labels([r["config"] for r in records]):
         g = df[df["method"] == method]
         rows.append({"method": method, "seeds": len(g), "params (K)": g["params"].mean() / 1e3,
                      "MFLOPs/img": g["flops"].mean() / 1e6, "train TFLOPs": g["train_flops"].mean() / 1e12,
@@ -104,11 +93,11 @@ def comparisons_table(records: list[dict], comparisons, min_seeds: int):
     return pd.DataFrame(rows)
 
 
-def render_comparisons(compared: dict, dataset: str, preset_name: str) -> tuple:
+def render_comparisons(compared: dict, dataset: str, plan_name: str) -> tuple:
     """(table, caption, markdown) of a study's comparisons (`study.comparison_study`)."""
     table = comparisons_table(compared["records"], compared["comparisons"], compared["min_seeds"])
     pretty = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}.get(dataset, dataset)
-    caption = (f"{pretty}, {preset_name} preset: each comparison the text makes, A − B in last-epoch top-1 paired by "
+    caption = (f"{pretty}, {plan_name} preset: each comparison the text makes, A − B in last-epoch top-1 paired by "
                "seed, with its 95 % t-interval over the paired seeds and the ratio of training FLOPs (growth-step "
                "passes not counted). A verdict needs the interval to exclude 0; fewer than "
                f"{compared['min_seeds']} paired seeds is indicative.")
@@ -118,25 +107,25 @@ def render_comparisons(compared: dict, dataset: str, preset_name: str) -> tuple:
     return table, caption, f"{caption}\n\n{table.to_markdown(index=False)}"
 
 
-def render_main(records: list[dict], dataset: str, preset_name: str) -> tuple:
+def render_main(records: list[dict], dataset: str, plan_name: str) -> tuple:
     """(table, caption, markdown) of a main table: what the notebook writes and the README shows."""
     table, diffs = main_table(records)
     pretty = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}.get(dataset, dataset)
     counts = sorted({int(n) for n in table["seeds"]})
     over = (f"{counts[0]} seed(s)" if len(counts) == 1
             else f"each row's seeds ({', '.join(map(str, counts[:-1]))} or {counts[-1]}: the seeds column)")
-    caption = (f"{pretty}, {preset_name} preset: final parameters, forward MFLOPs per image, cumulative "
+    caption = (f"{pretty}, {plan_name} preset: final parameters, forward MFLOPs per image, cumulative "
                f"training TFLOPs and last-epoch top-1 test accuracy, mean ± std over {over}.")
     sentences = " ".join(diff_sentence(d) for d in diffs)
     md = f"{caption}\n\n{table.to_markdown(index=False, floatfmt='.2f')}\n\n{sentences}"
     return table, caption, md
 
 
-def render_ablations(records: list[dict], preset_name: str) -> tuple:
+def render_ablations(records: list[dict], plan_name: str) -> tuple:
     table = ablation_table(records)
     seeds = sorted({r["config"]["seed"] for r in records})
     which = f"seed {seeds[0]}" if len(seeds) == 1 else "seeds " + ", ".join(map(str, seeds)) + ": see the seed column"
-    caption = f"Ablations (CIFAR-10, {preset_name} preset, {which}): last-epoch top-1 and final similarity statistics."
+    caption = f"Ablations (CIFAR-10, {plan_name} preset, {which}): last-epoch top-1 and final similarity statistics."
     return table, caption, f"{caption}\n\n{table.to_markdown(index=False, floatfmt='.4g')}"
 
 
@@ -151,11 +140,11 @@ def lambda_sweep_rows(ablations):
     return t[t["seed"] == swept.idxmax()].sort_values("lambda_sim") if len(swept) else t.iloc[:0]
 
 
-def from_round0_caption(preset_name: str) -> str:
-    if preset_name == "fulldata":  # there these rows are part of the main table (replication/fulldata.py)
-        return ("The constraint from round 1 (ours) and from the first round on (CIFAR-10, fulldata preset), with the "
-                "final similarity each leaves: paired differences to Firefly over the same seeds.")
-    return (f"The constraint from the first round on, on every seed (CIFAR-10, {preset_name} preset): the follow-up "
+def from_round0_caption(plan) -> str:
+    if plan.from_round0_in_main:
+        return (f"The constraint from round 1 (ours) and from the first round on (CIFAR-10, {plan.name} preset), with "
+                "the final similarity each leaves: paired differences to Firefly over the same seeds.")
+    return (f"The constraint from the first round on, on every seed (CIFAR-10, {plan.name} preset): the follow-up "
             "of the largest single-seed effect above. Paired differences to Firefly over the same seeds.")
 
 
@@ -176,17 +165,6 @@ def write_table(table, name: str, out_dir: str, caption: str = "", floatfmt: str
     atomic_write_text(paths["csv"], table.to_csv(index=False, float_format="%.6g"))
     atomic_write_text(paths["tex"], table.to_latex(index=False, float_format="%.2f", caption=caption or None))
     return paths
-
-
-# README sections rendered from committed records: the fulldata table is the headline, quick the fast default.
-README_SECTIONS = {"fulldata": "results-fulldata-{dataset}", "quick": "results-{dataset}"}
-COMPARISON_SECTIONS = {"fulldata": "comparisons-fulldata-{dataset}"}
-
-
-def readme_section(preset_name: str, dataset: str, what: str = "main") -> str | None:
-    """The README marker a preset's main (or comparisons) table is rendered into (None: not in the README)."""
-    template = (README_SECTIONS if what == "main" else COMPARISON_SECTIONS).get(preset_name)
-    return template.format(dataset=dataset) if template else None
 
 
 def update_readme_section(readme_path: str, marker: str, body: str) -> bool:
@@ -269,4 +247,4 @@ def similarity_table(records: list[dict]):
     import pandas as pd
 
     df = pd.DataFrame([{"method": method_label(r["config"]), **final_similarity(r)} for r in records])
-    return df.groupby("method").mean().reindex(ordered_labels(df["method"])).reset_index()
+    return df.groupby("method").mean().reindex(ordered_labels([r["config"] for r in records])).reset_index()

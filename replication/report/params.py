@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import ast
 
-from .config import DATASETS, PRESETS
+from ..config import DATASETS
+from ..experiments import plans
 
 
 class ParameterError(ValueError):
@@ -31,8 +32,9 @@ def _as_list(name: str, value) -> list | None:
 
 def check(preset: str, seeds=None, jobs=0, dataset: str | None = None) -> tuple:
     """(preset, seeds as a tuple of ints or None, jobs >= 1, dataset) or one ParameterError naming the value."""
-    if preset not in PRESETS:
-        raise ParameterError(f"preset: unknown {preset!r}; valid: {', '.join(PRESETS)}")
+    known = plans()
+    if preset not in known:
+        raise ParameterError(f"preset: unknown {preset!r}; valid: {', '.join(known)}")
     seed_list = _as_list("seeds", seeds)
     if seed_list is not None:
         bad = [s for s in seed_list if isinstance(s, bool) or not isinstance(s, int) or s < 0]
@@ -42,7 +44,7 @@ def check(preset: str, seeds=None, jobs=0, dataset: str | None = None) -> tuple:
         jobs = int(jobs)
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 0:
         raise ParameterError(f"jobs: expected an integer >= 0 (0 = the preset's default), got {jobs!r}")
-    jobs = jobs or (1 if preset == "smoke" else 2)
+    jobs = jobs or known[preset].default_jobs
     if dataset is not None and dataset not in DATASETS:
         raise ParameterError(f"dataset: unknown {dataset!r}; valid: {', '.join(DATASETS)}")
     return preset, tuple(seed_list) if seed_list else None, jobs, dataset

@@ -1,4 +1,4 @@
-"""The full-CIFAR-10 study (preset `fulldata`): its plan and the pre-registered choices of lambda.
+"""The full-CIFAR-10 study (`--preset fulldata`): its plan and the pre-registered choices of lambda.
 
 All 50,000 training and 10,000 test images, Firefly's VGG-19 from 16 channels and its protocol, shortened only in
 rounds, epochs per round and candidate passes (config.FULLDATA). Which run makes which row, and why each seed count
@@ -24,13 +24,18 @@ is what it is, is told in docs/results.md next to the numbers. The plan:
 
 Growing runs of one seed that differ only after round 0 fork from one shared round 0 (train.run, Config.round0_key);
 the constraint-from-round-0 runs and the fixed nets at explicit widths train their own.
-`study.fulldata_study` trains the plan.
+`PLAN.parts` trains the plan; docs/results.md tells how each seed count came to be what it is.
 """
 from __future__ import annotations
 
-from .config import LAMBDA_SWEEP, Config
+from ..config import FULLDATA, LAMBDA_SWEEP, Config
+from ..growth.fixed import is_equal_compute  # noqa: F401 (the equal-compute row's test, used by the plan below)
+from ..growth.registry import method_label
+from ..records import load_cached
+from ..runs.pool import ensure, stored_records
+from .plan import RESULTS_ROOT, Plan, fixed_at_widths
 
-PRESET = "fulldata"
+
 # True while the runs the plan names are being trained, session after session: renders then show what has landed
 # (and say what is missing) instead of failing; set False once the plan is complete, so that a lost record is an error.
 IN_PROGRESS = True
@@ -128,12 +133,6 @@ def constrained_baselines(base: Config, lambda_sim: float) -> list[Config]:
             + [base.replace(method="random", lambda_sim=lambda_sim, seed=s) for s in CONSTRAINED_SEEDS])
 
 
-def fixed_at_widths(firefly_record: dict) -> Config:
-    """A fixed network trained from scratch at the widths a Firefly run grew to (same seed and schedule)."""
-    cfg = Config.from_dict(firefly_record["config"])
-    return cfg.replace(method="fixed", start_width=None, widths=tuple(firefly_record["final"]["widths"]))
-
-
 def equal_compute_epochs(firefly_record: dict) -> tuple[int, float]:
     """(epochs, FLOP ratio) of the fixed net at a Firefly run's final widths trained for that run's training FLOPs.
 
@@ -170,13 +169,120 @@ def follow_ups(record: dict) -> list[Config]:
             + ([fixed_at_equal_compute(record)] if seed in EQUAL_COMPUTE_SEEDS else []))
 
 
-def is_equal_compute(cfg: dict) -> bool:
-    """A fixed net at explicit widths trained in one round: `fixed_at_equal_compute`'s schedule."""
-    return cfg["method"] == "fixed" and bool(cfg.get("widths")) and cfg["rounds"] == 1
-
-
 def start_order(cfg: Config) -> int:
     """The sweeps first (their lambdas unblock runs), then the longest runs."""
     if cfg.seed in SWEEP_SEEDS + LAMBDA_EXT_SEEDS:
         return 0
     return {"firefly": 1, "ours": 2, "random": 3}.get(cfg.method, 4)
+
+
+class FulldataPlan(Plan):
+    """The plan above as a study: its tables are parts of one pool of runs, and its renders never train."""
+
+    def parts(self, jobs: int = 2, root: str = RESULTS_ROOT, log=print, train: bool = True, runner=None) -> dict:
+        """Train what is missing, the lambda sweep first (its lambda unblocks ours), and return the records by
+        part: {"sweep", "lambda_sim", "main", "ablations", "constrained", "equal_compute", "lambda_ext_sweep",
+        "lambda_ext", "lambda_ext_rows", "missing"}. With train=False nothing is trained: a missing run is an error,
+        except while the plan is in progress (IN_PROGRESS), when the parts hold what has landed and "missing" names
+        the rest. A `runner` trains them as submitit jobs."""
+        rdir = self.results_dir(root)
+        base = self.base_config("cifar10")
+        sweep, independent = sweep_configs(base), independent_configs(base)
+        swept = [load_cached(c, rdir) for c in sweep]
+        if any(r is None for r in swept):  # lambda is not known yet: the sweep and the runs that do not need it
+            first = ensure(sweep + independent, rdir, jobs, log, train, then=follow_ups, order=start_order,
+                           runner=runner)
+            swept = first[:len(sweep)]
+        lam = chosen_lambda(swept)
+        log(f"lambda_sim chosen by the pre-registered rule on seeds {SWEEP_SEEDS}: {lam:g}")
+        plan = {"sweep": sweep, "lambda_ext_sweep": lambda_ext_configs(base),
+                "main": independent + ours_configs(base, lam), "ablations": ablation_configs(base),
+                "constrained": constrained_baselines(base, lam)}
+        # One pool takes every run whose config is known, so that no process idles between the parts.
+        found = _records([c for part in plan.values() for c in part], rdir, jobs, log, train, runner)
+        parts = {name: [found[c.key()] for c in cfgs if c.key() in found] for name, cfgs in plan.items()}
+        followed = [f for r in parts["main"] for f in follow_ups(r)]
+        parts["equal_compute"] = []
+        for f in (f for f in followed if f.key() in found):  # same schedule: the main table; equal compute: its own
+            parts["equal_compute" if is_equal_compute(found[f.key()]["config"]) else "main"].append(found[f.key()])
+        cfgs = [c for part in plan.values() for c in part] + followed
+        lam_ext = rows = None
+        if len(parts["lambda_ext_sweep"]) == len(plan["lambda_ext_sweep"]):
+            lam_ext = lambda_ext(parts["lambda_ext_sweep"])
+            log(f"lambda_ext chosen by the pre-registered rule on seeds {LAMBDA_EXT_SEEDS}: {lam_ext:g}")
+            rows = lambda_ext_row_configs(base, lam_ext, lam)
+            found.update(_records(rows, rdir, jobs, log, train, runner))
+            cfgs += rows
+        parts.update(lambda_sim=lam, lambda_ext=lam_ext,
+                     lambda_ext_rows=[found[c.key()] for c in rows or [] if c.key() in found],
+                     missing=[c.name() for c in dict.fromkeys(cfgs) if c.key() not in found])
+        if not train and not IN_PROGRESS and (parts["missing"] or lam_ext is None):
+            raise FileNotFoundError(f"{len(parts['missing'])} run(s) of the fulldata plan missing from {rdir}: "
+                                    f"{parts['missing']}")
+        return parts
+
+    def ours_lambda(self, root: str = RESULTS_ROOT) -> float:
+        """Chosen by the first pre-registered rule from the sweep's records."""
+        return chosen_lambda(ensure(sweep_configs(self.base_config("cifar10")), self.results_dir(root), train=False))
+
+    def main_records(self, dataset: str, seeds=None, jobs: int = 1, root: str = RESULTS_ROOT, log=print,
+                     train: bool = True) -> list[dict]:
+        """Its main table (with the equal-compute and lambda_ext rows), from stored records: CIFAR-10 only."""
+        if dataset != "cifar10":
+            return []
+        parts = self.parts(jobs, root, log, train=False)
+        return parts["main"] + parts["equal_compute"] + parts["lambda_ext_rows"]
+
+    def ablation_records(self, dataset: str = "cifar10", jobs: int = 1, root: str = RESULTS_ROOT, log=print,
+                         train: bool = True) -> list[dict]:
+        """Its lambda sweep and scoring ablation, with Firefly and ours (constraint from round 1) of the same
+        seeds beside them."""
+        parts = self.parts(jobs, root, log, train=False)
+        beside = [r for r in parts["main"] if r["config"]["seed"] in ABLATION_SEEDS
+                  and (r["config"]["method"] == "firefly"
+                       or (r["config"]["method"] == "ours" and r["config"]["sim_from_round"] == 1))]
+        return parts["sweep"] + parts["ablations"] + beside
+
+    def from_round0_records(self, dataset: str = "cifar10", seeds=None, jobs: int = 1, root: str = RESULTS_ROOT,
+                            log=print, train: bool = True) -> list[dict]:
+        """Part of its main table: Firefly and ours, from round 1 and from round 0."""
+        main = self.parts(jobs, root, log, train=False)["main"]
+        return [r for r in main if r["config"]["method"] in ("firefly", "ours")]
+
+    def comparisons(self, root: str = RESULTS_ROOT, log=print) -> dict:
+        parts = self.parts(root=root, log=log, train=False)
+        records = [r for name in ("main", "ablations", "constrained", "equal_compute", "lambda_ext_rows")
+                   for r in parts[name]]
+        comparisons = list(COMPARISONS)
+        if parts["lambda_ext_rows"]:
+            comparisons.append((method_label(parts["lambda_ext_rows"][0]["config"]), "firefly",
+                                "lambda past its first grid (chosen after seeing the first sweep)"))
+        return {"records": records, "comparisons": comparisons, "min_seeds": MIN_SEEDS, "missing": parts["missing"]}
+
+    def train_all(self, seeds=None, jobs: int = 1, datasets=("cifar10",), root: str = RESULTS_ROOT, log=print,
+                  runner=None) -> list[str]:
+        self.parts(jobs, root, log, runner=runner)
+        return ["cifar10"]
+
+
+def _records(cfgs, rdir, jobs, log, train, runner) -> dict[str, dict]:
+    """{config key: record} of `cfgs` and their follow-ups: trained when missing, else only what is stored."""
+    if train:
+        records = ensure(cfgs, rdir, jobs, log, True, then=follow_ups, order=start_order, runner=runner)
+    else:
+        records = stored_records(cfgs, rdir, then=follow_ups)
+    return {r["config_key"]: r for r in records if r is not None}
+
+
+PLAN = FulldataPlan(
+    name="fulldata", config=FULLDATA, seeds=MAIN_SEEDS, datasets=("cifar10",),
+    description="all of CIFAR-10, 3 rounds x 8 epochs (~10 CPU-hours)",
+    cam_layers=("last", "last 4x4"),  # the 2x2 maps of the last conv are coarse: also the last layer with 4x4 maps
+    # Firefly and ours of its paired seeds, with the relative definition beside the absolute one (on short
+    # schedules few channels pass the absolute thresholds, so E2-E4 would compare near-empty sets), and E4
+    # selecting by the relative definition and adapting the first seed's models.
+    neuron_rows=("firefly", "ours"), neuron_definitions=("absolute", "relative"), adapt_definition="relative",
+    adapt_seeds=1,
+    readme_sections={"main": "results-fulldata-{dataset}", "comparisons": "comparisons-fulldata-{dataset}"},
+    trains_in_figures=False,  # its runs (hours) train only through `make results`
+    from_round0_in_main=True)

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .models import Unit
+from ..models import Unit
 
 # Gate value at which the scores dL/dg are taken in the "zero" mode. The gates act after every per-channel operation
 # (pooling included), right where the consumer mixes the channels, so the gradient at exactly g = 0 is well defined.

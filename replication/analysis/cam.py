@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import data as data_mod
+from .. import data as data_mod
 
 COVERAGE_THRESHOLD = 0.5  # share of pixels whose (per-image min-max scaled) CAM exceeds this (our choice)
 ROAD_PERCENTILES = (20, 40, 60, 80)  # fewer than the library's default nine, to keep 500 images in CPU minutes
@@ -98,16 +98,6 @@ def cam_metrics(model: nn.Module, images_uint8: torch.Tensor, labels: torch.Tens
                          "confidence_change": np.concatenate(conf_change), "road": np.concatenate(road)})
 
 
-def default_metric_images(preset_name: str) -> int:
-    """Test images per model: 300 on quick (times 3 seeds: 900 image pairs, in CPU minutes), else 500."""
-    return {"smoke": 100, "quick": 300}.get(preset_name, 500)
-
-
-# Layers whose maps are measured: the last conv (2x2 maps in VGG-19) everywhere; on fulldata and paper also the last
-# layer with 4x4 maps (issue 10), whose upsampled maps are less blocky.
-CAM_LAYERS = {"fulldata": ("last", "last 4x4"), "paper": ("last", "last 4x4")}
-
-
 def resolve_layer(model: nn.Module, layer: str | int) -> int:
     """A unit index: an int as given, "last" = -1, "last 4x4" = the last unit whose maps are 4x4 at 32x32 input."""
     if isinstance(layer, int):
@@ -127,16 +117,8 @@ def resolve_layer(model: nn.Module, layer: str | int) -> int:
     raise ValueError(f"unknown CAM layer {layer!r}; valid: an int, 'last', 'last 4x4'")
 
 
-def compared_configs(preset_name: str, dataset: str, seed: int = 0) -> dict:
-    """The two runs the paper's Fig. 1(b) compares: Firefly and ours (Firefly + the constraint), same seed."""
-    from .study import base_config, ours_lambda
-    base = base_config(preset_name, dataset).replace(seed=seed)
-    return {"Firefly": base.replace(method="firefly"),
-            "ours": base.replace(method="ours", lambda_sim=ours_lambda(preset_name))}
-
-
 def _metrics_one(item, shared):
-    from .train import load_model
+    from ..train import load_model
     name, cfg = item
     ds, idx = shared["ds"], shared["images"]
     model = load_model(cfg, shared["rdir"], ds.num_classes)
@@ -153,23 +135,24 @@ def _metrics_one(item, shared):
     return pd.concat(frames, ignore_index=True)
 
 
-def metrics_study(preset_name: str, dataset: str, seeds=None, layers=None, n_images: int | None = None,
-                  jobs: int = 1, root: str | None = None):
+def metrics_study(plan, dataset: str, seeds=None, layers=None, n_images: int | None = None, jobs: int = 1,
+                  root: str | None = None):
     """Per-image CAM metrics of Firefly and ours of every seed, at each layer, on the same fixed test images
     covering all classes; one process per model, cached in a CSV whose first line records what produced it
     (config keys, layers, image count, ROAD noise seed)."""
     import pandas as pd
 
-    from .data import load_dataset
-    from .records import cached_csv
-    from .pool import ensure, map_processes
-    from .study import RESULTS_ROOT, cam_seeds, results_dir
+    from ..data import load_dataset
+    from ..records import cached_csv
+    from ..runs.pool import ensure, map_processes
 
-    n_images = n_images if n_images is not None else default_metric_images(preset_name)
-    layers = tuple(layers) if layers else CAM_LAYERS.get(preset_name, ("last",))
-    items = [(name, cfg) for s in (tuple(seeds) if seeds else cam_seeds(preset_name))
-             for name, cfg in compared_configs(preset_name, dataset, s).items()]
-    rdir = results_dir(preset_name, root or RESULTS_ROOT)
+    from ..records import RESULTS_ROOT
+    root = root or RESULTS_ROOT
+    n_images = n_images if n_images is not None else plan.cam_images
+    layers = tuple(layers) if layers else plan.cam_layers
+    items = [(name, cfg) for s in (tuple(seeds) if seeds else plan.seeds)
+             for name, cfg in plan.cam_configs(dataset, s, root).items()]
+    rdir = plan.results_dir(root)
     key = "|".join([c.key() for _, c in items] + [str(layers), str(n_images), f"road_seed={ROAD_NOISE_SEED}"])
 
     def compute():
@@ -188,7 +171,7 @@ def cam_summary(metrics):
     single seed the CI is over images and says nothing about seed-to-seed variation."""
     import pandas as pd
 
-    from .stats import ci95
+    from ..stats import ci95
     cols = ["coverage", "confidence_change", "road"]
     rows = []
     for layer, by_layer in metrics.groupby("layer", sort=False):

@@ -5,14 +5,14 @@ columns to its consumer; with zero fan-out the network's function is unchanged. 
 chosen parent w by w+delta and appends a child w-delta whose consumer column is half the parent's (the parent's
 is halved too), so with delta = 0 the function is unchanged. New entries are always appended at the end of a dim,
 which is what lets `carry_optimizer_state` zero-pad momentum buffers and keep every old entry in place.
-Growth strategies (which neurons to add) live in `strategies.py`; Firefly's candidate search in `firefly.py`.
+Growth methods (which neurons to add) are one file each in this folder (`registry.py`).
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from .models import Unit
+from ..models import Unit
 
 
 def _set_param(module: nn.Module, name: str, value: torch.Tensor) -> None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from . import data as data_mod
+from .. import data as data_mod
 
 CONDITIONS = ("none", "bn_stats", "tent", "blind_full", "blind_last", "hyper_hypo", "random_channels")
 

@@ -17,10 +17,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from . import data as data_mod
+from .. import data as data_mod
 from .candidates import SCORE_GATE, CandidateNetwork
-from .growth import add_neurons, split_neurons
-from .progress import progress
+from .base import GrowthMethod
+from .primitives import add_neurons, split_neurons
+from ..progress import progress
 
 
 def _n_batches(ds, batch_size: int, limit: int | None) -> int:
@@ -145,3 +146,17 @@ def firefly_grow(model: nn.Module, ds, cfg, generator: torch.Generator, birth_ro
     split = [len(s) for s, _ in chosen]
     new = [len(n) for _, n in chosen]
     return {"added": sum(split) + sum(new), "split": split, "new": new}
+
+
+def _label(c: dict) -> str:
+    if c["lambda_sim"] > 0:
+        return "firefly + constraint"
+    return "firefly (scored at g = 0)" if c.get("firefly_score_at") == "zero" else "firefly"
+
+
+def _grow(model, cfg, ds, birth_round, generator, device) -> dict:
+    return firefly_grow(model, ds, cfg, generator, birth_round, device)  # its own count (n + 1, per group)
+
+
+METHOD = GrowthMethod(name="firefly", order=3, grows=True, rows=("firefly", "firefly (scored at g = 0)"),
+                      label=_label, grow=_grow)

@@ -6,8 +6,8 @@ import concurrent.futures as cf
 import multiprocessing as mp
 import os
 
-from .config import Config
-from .records import load_cached, require_writable
+from ..config import Config
+from ..records import load_cached, require_writable
 
 STUDY_THREADS_PER_RUN = 1
 
@@ -78,19 +78,19 @@ def map_processes(fn, items, jobs: int, shared=None, label: str | None = None, l
 
 
 def _worker(cfg: Config, rdir: str, device: str = "cpu") -> dict:
-    from .train import run
+    from ..train import run
     return run(cfg, results_dir=rdir, device=device)
 
 
 def _round0_worker(cfg: Config, rdir: str, device: str = "cpu") -> None:
     """Round 0 of `cfg` only: leaves its checkpoint and the round-0 state its siblings fork from."""
-    from .train import run
+    from ..train import run
     return run(cfg, results_dir=rdir, device=device, stop_after_epochs=cfg.epochs_per_round)
 
 
 def shared_round0_leaders(pending: list[Config], rdir: str) -> list[Config]:
     """One config per round-0 key that two or more pending runs share and nobody has trained yet."""
-    from .train import round0_path
+    from ..train import round0_path
     groups: dict[str, list[Config]] = {}
     for c in pending:
         path = round0_path(c, rdir)
@@ -162,7 +162,7 @@ def ensure(cfgs: list[Config], rdir: str, jobs: int = 1, log=print, train: bool 
     missing runs. A `runner` (executors.runner_for) trains them as submitit jobs, or in this pool on its device."""
     if runner is not None:
         return runner.ensure(cfgs, rdir, log, train, then, order)
-    from .train import checkpoint_path
+    from ..train import checkpoint_path
     book = RecordBook(cfgs, rdir, then)
     if not train:
         book.require_complete()

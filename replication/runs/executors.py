@@ -23,10 +23,10 @@ from dataclasses import dataclass
 import submitit
 import submitit.helpers
 
-from .config import Config
+from ..config import Config
 from .pool import RecordBook, ensure, longest_first, shared_round0_leaders
-from .records import atomic_write_text
-from .train import round0_path
+from ..records import atomic_write_text
+from ..train import round0_path
 
 EXECUTORS = ("inline", "local", "slurm")
 # Slurm states in which a job may still write its record (sacct's names; UNKNOWN: sacct has not seen it yet).
@@ -92,7 +92,7 @@ class RunJob(submitit.helpers.Checkpointable):
         self.results_dir, self.device, self.round0_only = results_dir, device, round0_only
 
     def __call__(self, cfg: Config) -> dict | None:
-        from .train import run
+        from ..train import run
         stop = cfg.epochs_per_round if self.round0_only else None
         record = run(cfg, results_dir=self.results_dir, device=self.device, stop_after_epochs=stop)
         return None if record is None else {"name": record["name"], "final": record["final"]}

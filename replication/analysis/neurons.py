@@ -15,8 +15,8 @@ import pandas as pd
 import torch
 from torch import nn
 
-from . import data as data_mod
-from .similarity import similarity_map
+from .. import data as data_mod
+from ..similarity import similarity_map
 
 HYPO, HYPER = 0.05, 0.95  # docs/hyper-hypo.md
 CRITERIA = ("filter_norm", "bn_gamma", "apoz", "mean_activation", "taylor", "random")

@@ -12,9 +12,9 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from .records import atomic_write_bytes  # noqa: E402
-from .similarity import HIST_BINS  # noqa: E402
-from .study import method_label  # noqa: E402
+from ..records import atomic_write_bytes  # noqa: E402
+from ..similarity import HIST_BINS  # noqa: E402
+from ..growth.registry import method_label  # noqa: E402
 
 sns.set_theme(style="whitegrid", context="paper")
 

@@ -12,10 +12,11 @@ import os
 import pandas as pd
 import torch
 
-from . import corruptions, neurons
+from ..data import corruptions
+from . import neurons
 from .adaptation import CONDITIONS, AdaptConfig, adapt
-from .records import cached_csv
-from .train import evaluate, load_model
+from ..records import cached_csv
+from ..train import evaluate, load_model
 
 SOURCE_IMAGES = 1000  # clean training images for the statistics and selections
 ADAPT_IMAGES = 1000  # corrupted training images the adaptation sees
@@ -28,17 +29,6 @@ PRUNE_SHARE = 0.10  # E2: bottom 10 % of every layer under each criterion
 
 
 ADAPT_METHODS = ("firefly", "ours")  # models adapted in E4
-# E4 adapts each model 7 x 5 times: on quick only the first seed's models, so that `make figures` fits 30 min on the
-# slower machines of this kind (docs/performance.md); other presets adapt every seed.
-ADAPT_SEEDS_PER_METHOD = {"quick": 1, "fulldata": 1}
-# fulldata (issue 19): Firefly and ours of its paired seeds, with the relative definition beside the absolute one
-# (on short schedules few channels pass the absolute thresholds, so E2-E4 would compare near-empty sets), and E4
-# selecting by the relative definition.
-FULLDATA_NEURONS = {"methods": ("firefly", "ours"), "definitions": neurons.DEFINITIONS, "adapt_definition": "relative"}
-
-
-def default_adapt_steps(preset_name: str) -> int:
-    return 4 if preset_name == "smoke" else 20  # optimiser steps per adaptation, the same for every condition
 
 
 def _acc(model, x_uint8, y):
@@ -47,8 +37,8 @@ def _acc(model, x_uint8, y):
 
 def _load(record, ds, rdir):
     """(method label, seed, model) of a finished run."""
-    from .config import Config
-    from .study import method_label
+    from ..config import Config
+    from ..growth.registry import method_label
     cfg = Config.from_dict(record["config"])
     return method_label(record["config"]), cfg.seed, load_model(cfg, rdir, ds.num_classes)
 
@@ -58,7 +48,7 @@ def _key(records, what):
 
 
 def _per_model(fn, records, jobs, label, **shared) -> pd.DataFrame:
-    from .pool import map_processes
+    from ..runs.pool import map_processes
     return pd.concat(map_processes(fn, records, jobs, shared, label=f"{label}, models"), ignore_index=True)
 
 
@@ -201,7 +191,7 @@ REMOVAL_CONTRASTS = (("hyper+hypo", "random (size of hyper+hypo)"),
 def removal_contrasts(e3: pd.DataFrame) -> pd.DataFrame:
     """Accuracy after removing a set minus after removing its equal-size random control, paired by model (seed),
     with the 95 % t-interval over seeds, per method and ablation; only sets that are non-empty in every model."""
-    from .stats import ci95
+    from ..stats import ci95
     corrupted = [c for c in e3.columns if c.startswith("corrupted acc")][0]
     rows = []
     for (method, ablation), g in e3[e3["ablation"] != "-"].groupby(["method", "ablation"]):
@@ -250,40 +240,29 @@ def adaptation(records, ds, rdir, stats: pd.DataFrame, cfg: AdaptConfig = AdaptC
                                          stats=stats, cfg=cfg, definition=definition))
 
 
-def neuron_records(preset_name: str, dataset: str, seeds=None, jobs: int = 1, root: str | None = None) -> list[dict]:
-    """The models E1-E3 study: fixed (compact), fixed at Firefly's final widths, Firefly and ours (random growth is
-    left out, docs/hyper-hypo.md)."""
-    from . import study
-    records = study.main_study(preset_name, dataset, seeds, jobs, root or study.RESULTS_ROOT)
-    if preset_name == "fulldata":  # Firefly and ours of the paired seeds (FULLDATA_NEURONS)
-        from .fulldata import MAIN_SEEDS
-        return [r for r in records if study.method_label(r["config"]) in FULLDATA_NEURONS["methods"]
-                and r["config"]["seed"] in (seeds or MAIN_SEEDS)]
-    return [r for r in records if r["config"]["method"] != "random"]
-
-
-def neuron_study(preset_name: str, dataset: str, seeds=None, jobs: int = 1, root: str | None = None,
+def neuron_study(plan, dataset: str, seeds=None, jobs: int = 1, root: str | None = None,
                  adapt_methods=ADAPT_METHODS, adapt_steps: int | None = None) -> dict:
-    """E1-E4 with these defaults (notebook 07 renders them): {"records", "ds", "stats", "e2", "e3", "e4"}."""
-    from . import data, study
-    from .study import method_label
-    records = neuron_records(preset_name, dataset, seeds, jobs, root)
-    ds = data.load_dataset(study.base_config(preset_name, dataset))
-    rdir = study.results_dir(preset_name, root or study.RESULTS_ROOT)
-    fulldata = preset_name == "fulldata"
-    definitions = FULLDATA_NEURONS["definitions"] if fulldata else ("absolute",)
-    adapt_definition = FULLDATA_NEURONS["adapt_definition"] if fulldata else "absolute"
+    """E1-E4 on the models `plan.neuron_records` names, with the plan's definitions and E4 budget (notebook 07
+    renders them): {"records", "ds", "stats", "definitions", "adapt_definition", "e2", "e3", "e4"}."""
+    from .. import data
+    from ..growth.registry import method_label
+    from ..records import RESULTS_ROOT
+    root = root or RESULTS_ROOT
+    records = plan.neuron_records(dataset, seeds, jobs, root)
+    ds = data.load_dataset(plan.base_config(dataset))
+    rdir = plan.results_dir(root)
+    definitions = plan.neuron_definitions
     stats = census(records, ds, rdir, jobs)
     adapt_records = [r for r in records if method_label(r["config"]) in adapt_methods]
-    if preset_name in ADAPT_SEEDS_PER_METHOD:
-        keep = sorted({r["config"]["seed"] for r in adapt_records})[:ADAPT_SEEDS_PER_METHOD[preset_name]]
+    if plan.adapt_seeds is not None:
+        keep = sorted({r["config"]["seed"] for r in adapt_records})[:plan.adapt_seeds]
         adapt_records = [r for r in adapt_records if r["config"]["seed"] in keep]
-    steps = adapt_steps if adapt_steps is not None else default_adapt_steps(preset_name)
+    steps = adapt_steps if adapt_steps is not None else plan.adapt_steps
     return {"records": records, "ds": ds, "stats": stats, "definitions": definitions,
-            "adapt_definition": adapt_definition,
+            "adapt_definition": plan.adapt_definition,
             "e2": criteria_overlap(records, ds, rdir, stats, jobs, definitions),
             "e3": removal(records, ds, rdir, stats, jobs, definitions),
-            "e4": adaptation(adapt_records, ds, rdir, stats, AdaptConfig(steps=steps), jobs, adapt_definition)}
+            "e4": adaptation(adapt_records, ds, rdir, stats, AdaptConfig(steps=steps), jobs, plan.adapt_definition)}
 
 
 def adaptation_table(df: pd.DataFrame) -> pd.DataFrame:
@@ -295,7 +274,7 @@ def adaptation_table(df: pd.DataFrame) -> pd.DataFrame:
     table["mean over families"] = df.groupby("condition")["error (%)"].mean().reindex(CONDITIONS).map("{:.2f}".format)
     paired = df.pivot_table(index=["method", "seed", "family"], columns="condition", values="error (%)")
     diff = paired["hyper_hypo"] - paired["random_channels"]
-    from .stats import ci95
+    from ..stats import ci95
     row = {}
     for family in corruptions.FAMILIES:
         mean, half = ci95(list(diff.xs(family, level="family").to_numpy()))

@@ -1,0 +1,136 @@
+"""A study is one declared plan: found by its file, run through `full_study` as the shipped ones are, and the only
+place that knows a preset's name; a run of an unknown growth method is an error, never a silently dropped row."""
+import ast
+import os
+import sys
+
+import pytest
+
+from replication import experiments, pipeline
+from replication.config import SMOKE
+from replication.experiments import fulldata
+from replication.growth.registry import METHODS, UnknownMethod, method_label
+from replication.records import load_cached
+from replication.report import params, tables
+
+PACKAGE = os.path.dirname(experiments.__path__[0])
+
+TINY_PLAN = '''
+from replication.config import SMOKE
+from replication.experiments.plan import Plan
+
+PLAN = Plan(name="tiny", config=SMOKE.replace(epochs_per_round=1), seeds=(0,), datasets=("cifar10",),
+            main_rows=({"method": "fixed"}, {"method": "firefly"}, {"method": "ours", "lambda_sim": 1.0}),
+            neuron_rows=("firefly", "ours"), ablation_seed=None, cam_images=20, adapt_steps=1, default_jobs=1)
+'''
+
+
+@pytest.fixture
+def tiny(tmp_path, monkeypatch):
+    """A plan file in a folder of its own, searched as part of the experiments package."""
+    folder = tmp_path / "plans"
+    folder.mkdir()
+    (folder / "tiny.py").write_text(TINY_PLAN)
+    monkeypatch.setattr(experiments, "__path__", [*experiments.__path__, str(folder)])
+    yield
+    sys.modules.pop("replication.experiments.tiny", None)
+
+
+def test_a_new_study_is_one_plan_file_run_through_full_study(tiny, tmp_path):
+    assert "tiny" in experiments.plans() and params.check("tiny")[2] == 1  # notebooks accept it, with its jobs
+    root = str(tmp_path / "results")
+    pipeline.full_study("tiny", root=root, log=lambda *a: None)
+    plan = experiments.plan("tiny")
+    rdir = plan.results_dir(root)
+    records = plan.main_records("cifar10", root=root, train=False)
+    assert [method_label(r["config"]) for r in records] == ["fixed (compact)", "firefly", "ours",
+                                                             "fixed (Firefly's final widths)"]
+    assert all(r["config"]["epochs_per_round"] == 1 for r in records)
+    for cfg in plan.from_round0_configs("cifar10"):
+        assert load_cached(cfg, rdir) is not None
+    assert plan.ablation_records(root=root) == []  # it declared none
+    # the analyses ran on the models its plan names
+    assert {"cam_metrics_cifar10.csv", "neurons_stats.csv", "neurons_removal.csv", "neurons_adaptation.csv"} <= set(os.listdir(rdir))
+    table, _, md = tables.render_main(records, "cifar10", plan.name)
+    assert list(table["method"]) == ["fixed (compact)", "fixed (Firefly's final widths)", "firefly", "ours"]
+    assert plan.readme_section("cifar10") is None  # it renders into no README section
+
+
+def _preset_name_uses(tree: ast.AST, names: set[str]) -> list[int]:
+    """Lines where a preset's name is compared with, used as a dict key, subscripted or looked up with .get."""
+    def named(node):
+        if isinstance(node, ast.Constant) and node.value in names:
+            return True
+        return isinstance(node, (ast.Tuple, ast.List, ast.Set)) and any(named(e) for e in node.elts)
+    lines = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Compare) and any(named(n) for n in [node.left, *node.comparators]):
+            lines.append(node.lineno)
+        elif isinstance(node, ast.Dict) and any(k is not None and named(k) for k in node.keys):
+            lines.append(node.lineno)
+        elif isinstance(node, ast.Subscript) and named(node.slice):
+            lines.append(node.lineno)
+        elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "get"
+              and node.args and named(node.args[0])):
+            lines.append(node.lineno)
+    return lines
+
+
+def test_no_module_outside_the_plan_files_branches_on_a_preset_name():
+    names = set(experiments.plans())
+    plan_files = {os.path.join(PACKAGE, "experiments", f"{n}.py") for n in names}
+    found = []
+    for folder, _, files in os.walk(PACKAGE):
+        for file in files:
+            path = os.path.join(folder, file)
+            if file.endswith(".py") and path not in plan_files:
+                found += [f"{os.path.relpath(path, PACKAGE)}:{line}"
+                          for line in _preset_name_uses(ast.parse(open(path).read()), names)]
+    assert not found, f"preset names outside the plan files (declare it in the plan instead): {found}"
+
+
+def test_the_preset_name_check_can_fail():
+    code = 'if preset == "fulldata":\n    x = {"quick": 1}["quick"]\ny = d.get("paper")\nz = p in ("smoke", "x")\n'
+    assert sorted(_preset_name_uses(ast.parse(code), {"fulldata", "quick", "paper", "smoke"})) == [1, 2, 2, 3, 4]
+
+
+def test_a_record_of_an_unknown_growth_method_is_an_error_not_a_missing_row():
+    final = {"test_acc": 0.5, "params": 1, "flops": 1, "train_flops": 1}
+    record = {"config": {**SMOKE.result_fields(), "method": "gradmax"}, "final": final, "config_key": "x",
+              "wall_time_s": 1.0}
+    with pytest.raises(UnknownMethod, match="unknown growth method 'gradmax'; known: fixed, random, split, "
+                                             "firefly, ours"):
+        tables.main_table([record])
+    with pytest.raises(ValueError, match="unknown method 'gradmax'"):
+        SMOKE.replace(method="gradmax")
+
+
+def test_every_method_places_each_of_its_rows():
+    for m in METHODS.values():
+        assert len(set(m.rows)) == len(m.rows) and all(isinstance(r, str) for r in m.rows)
+
+
+def test_grad_cam_reads_lambda_from_the_results_root_it_is_given(tmp_path, monkeypatch):
+    """The full-data lambda comes from the sweep records under the root a caller passes, not from the repository's
+    results/ (the defect: cam called the lambda rule without the root)."""
+    seen = []
+
+    def fake_ensure(cfgs, rdir, jobs=1, log=print, train=True, **kwargs):
+        seen.append(rdir)
+        accs = {1e-3: 0.5, 1e-2: 0.6, 1e-1: 0.7, 1.0: 0.4}  # 0.1 wins here; the committed sweep chose 1
+        return [{"config": c.result_fields(), "final": {"test_acc": accs[c.lambda_sim]}} for c in cfgs]
+    monkeypatch.setattr(fulldata, "ensure", fake_ensure)
+    cfgs = fulldata.PLAN.cam_configs("cifar10", 0, root=str(tmp_path))
+    assert seen == [os.path.join(str(tmp_path), "fulldata")] and cfgs["ours"].lambda_sim == 0.1
+
+    from replication.analysis import cam
+
+    class Stop(Exception):
+        pass
+
+    class Recording(type(fulldata.PLAN)):
+        def cam_configs(self, dataset, seed, root=None):
+            raise Stop(root)
+    with pytest.raises(Stop, match=str(tmp_path)):
+        cam.metrics_study(Recording(**{f: getattr(fulldata.PLAN, f) for f in fulldata.PLAN.__dataclass_fields__}),
+                          "cifar10", root=str(tmp_path))
