@@ -61,7 +61,7 @@ def pipeline_bench(ds, widths):
     torch.manual_seed(0)
     model = build_model("vgg19", widths, 10).to(memory_format=LAYOUT)
     opt = make_optimizer(model, QUICK)
-    x_f = data_mod.normalise(ds.train_x[:BATCH]).contiguous(memory_format=LAYOUT)  # as training feeds it
+    x_f = ds.normalise(ds.train_x[:BATCH]).contiguous(memory_format=LAYOUT)  # as training feeds it
     y_f = ds.train_y[:BATCH]
     n_batches = len(ds.train_y) // BATCH
 
@@ -71,7 +71,7 @@ def pipeline_bench(ds, widths):
 
     def ours():
         g = torch.Generator().manual_seed(0)
-        for x, y in data_mod.train_batches(ds.train_x, ds.train_y, BATCH, g, drop_last=True):
+        for x, y in data_mod.train_batches(ds.train_x, ds.train_y, BATCH, g, drop_last=True, normalise=ds.normalise):
             step(model, opt, x, y)
 
     def torchvision_loader():
@@ -79,7 +79,7 @@ def pipeline_bench(ds, widths):
         from PIL import Image
 
         tf = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(),
-                        T.Normalize(data_mod.CIFAR_MEAN, data_mod.CIFAR_STD)])
+                        T.Normalize(ds.normalise.mean, ds.normalise.std)])
         imgs = ds.train_x.permute(0, 2, 3, 1).numpy()
 
         class PilSet(torch.utils.data.Dataset):

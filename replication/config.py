@@ -13,10 +13,11 @@ import math
 import os
 from dataclasses import dataclass, field
 
+from .data import READERS
 from .growth.ours import DEFAULT_LAMBDA_SIM  # noqa: F401 (lambda_sim of "ours" unless set; kept importable here)
 from .growth.registry import METHODS, method
 
-DATASETS = ("cifar10", "cifar100", "synthetic")
+DATASETS = tuple(READERS)  # data/__init__.py: one reader each
 ARCHS = ("vgg11", "vgg16", "vgg19", "mobilenetv1")
 SIM_VARIANTS = ("decorrelate", "distribution")
 SIM_SCOPES = ("all", "new")

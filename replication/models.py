@@ -2,7 +2,7 @@
 
 Every model lists its growable `units`: a conv layer whose output channels (neurons) can be added, with the BN that
 normalises them, the depthwise layers that must follow its width, the module whose output carries those channels
-and the one module that consumes them. `growth.py` only ever touches models through this list.
+and the one module that consumes them. `growth/` only ever touches models through this list.
 """
 from __future__ import annotations
 

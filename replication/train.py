@@ -82,14 +82,15 @@ def lr_at(cfg: Config, epoch_in_round: int) -> float:
 
 @torch.no_grad()
 def evaluation_sums(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int, device,
-                    precision: str = "fp32") -> tuple[torch.Tensor, torch.Tensor]:
-    """(summed loss, correct count) on (x, y), left on the device: the compute of `evaluate` without its read."""
+                    precision: str = "fp32", *, normalise) -> tuple[torch.Tensor, torch.Tensor]:
+    """(summed loss, correct count) on uint8 images x standardised by `normalise` (their data set's
+    `Dataset.normalise`) and labels y, left on the device: the compute of `evaluate` without its read."""
     was_training = model.training
     model.eval()
     device = torch.device(device)
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     correct = torch.zeros((), dtype=torch.int64, device=device)
-    for xb, yb in data_mod.eval_batches(x, y, batch_size):
+    for xb, yb in data_mod.eval_batches(x, y, batch_size, normalise=normalise):
         xb, yb = xb.to(device, memory_format=LAYOUT), yb.to(device)
         with devices.autocast(precision, device):
             out = model(xb)
@@ -102,9 +103,9 @@ def evaluation_sums(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_si
 
 
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int, device,
-             precision: str = "fp32") -> tuple[float, float]:
+             precision: str = "fp32", *, normalise) -> tuple[float, float]:
     """(mean loss, top-1) on (x, y); the sums stay on the device and are read once."""
-    loss_sum, correct = evaluation_sums(model, x, y, batch_size, device, precision)
+    loss_sum, correct = evaluation_sums(model, x, y, batch_size, device, precision, normalise=normalise)
     return loss_sum.item() / len(y), correct.item() / len(y)
 
 
@@ -138,7 +139,8 @@ def train_epoch_sums(model, optimizer, ds, cfg: Config, generator, device, sim_r
     sim_sum = torch.zeros((), dtype=torch.float64, device=device)
     correct = torch.zeros((), dtype=torch.int64, device=device)
     seen = 0
-    batches = data_mod.train_batches(ds.train_x, ds.train_y, cfg.batch_size, generator, cfg.augment)
+    batches = data_mod.train_batches(ds.train_x, ds.train_y, cfg.batch_size, generator, cfg.augment,
+                                     normalise=ds.normalise)
     for xb, yb in progress(batches, n_batches, desc, cfg.progress):
         xb, yb = xb.to(device, memory_format=LAYOUT), yb.to(device)
         with devices.autocast(cfg.precision, device):
@@ -291,7 +293,7 @@ def _train(cfg: Config, results_dir: str, device: torch.device, resume: bool, ds
             test_loss = test_acc = None
             if cfg.eval_every_epoch or last_of_round:
                 test_loss, test_acc = evaluate(model, ds.test_x, ds.test_y, cfg.eval_batch_size, device,
-                                               cfg.precision)
+                                               cfg.precision, normalise=ds.normalise)
             train_flops += TRAIN_FLOPS_PER_MAC * train_macs
             record["epochs"].append({"round": r, "epoch": e, "lr": optimizer.param_groups[0]["lr"], **metrics,
                                      "test_loss": test_loss, "test_acc": test_acc,

@@ -13,9 +13,9 @@ def test_cam_metrics_are_reproducible_and_leave_the_global_random_stream_alone()
     ds = synthetic_cifar(10, 1, 2, seed=0)
     x, y = ds.test_x[:8], ds.test_y[:8]
     state = torch.get_rng_state()
-    first = cam.cam_metrics(model, x, y, batch_size=4)
+    first = cam.cam_metrics(model, x, y, batch_size=4, normalise=ds.normalise)
     assert torch.equal(torch.get_rng_state(), state)
-    second = cam.cam_metrics(model, x, y, batch_size=4)
+    second = cam.cam_metrics(model, x, y, batch_size=4, normalise=ds.normalise)
     assert first.equals(second) and len(first) == 8
     assert first["coverage"].between(0, 1).all()
 

@@ -85,12 +85,13 @@ def test_batched_crop_and_flip_equal_a_per_image_reference():
 def test_pipeline_is_deterministic_per_seed_and_normalised(synthetic):
     def epoch(seed):
         return [(xb.clone(), yb.clone()) for xb, yb in
-                train_batches(synthetic.train_x, synthetic.train_y, 32, torch.Generator().manual_seed(seed))]
+                train_batches(synthetic.train_x, synthetic.train_y, 32, torch.Generator().manual_seed(seed),
+                              normalise=synthetic.normalise)]
     a, b, c = epoch(0), epoch(0), epoch(1)
     assert all(torch.equal(x1, x2) and torch.equal(y1, y2) for (x1, y1), (x2, y2) in zip(a, b))
     assert not torch.equal(a[0][0], c[0][0])
     assert sum(len(y) for _, y in a) == len(synthetic.train_y)
-    flat = torch.cat([x for x, _ in data.eval_batches(synthetic.train_x, synthetic.train_y, 100)])
+    flat = torch.cat([x for x, _ in data.eval_batches(synthetic.train_x, synthetic.train_y, 100, normalise=synthetic.normalise)])
     assert flat.dtype == torch.float32 and abs(flat.mean().item()) < 1.5
 
 
@@ -125,14 +126,14 @@ def _lazy_pipeline(x, y, batch_size, generator, limit=None):
     perm = perm[:limit] if limit is not None else perm
     for start in range(0, len(perm), batch_size):
         idx = perm[start:start + batch_size]
-        yield data.normalise(augment_batch(x[idx], generator)), y[idx]
+        yield data.CIFAR10_NORMALISATION(augment_batch(x[idx], generator)), y[idx]
 
 
 @pytest.mark.parametrize("limit", [None, 150])
 def test_drawing_a_pass_up_front_changes_no_batch(synthetic, limit):
     # The device-resident pipeline draws a whole pass first; a seed must still mean the same batches and crops.
     got = list(train_batches(synthetic.train_x, synthetic.train_y, 64, torch.Generator().manual_seed(7),
-                             limit=limit))
+                             limit=limit, normalise=synthetic.normalise))
     want = list(_lazy_pipeline(synthetic.train_x, synthetic.train_y, 64, torch.Generator().manual_seed(7), limit))
     assert len(got) == len(want) > 1
     assert all(torch.equal(a, c) and torch.equal(b, d) for (a, b), (c, d) in zip(got, want))
@@ -140,3 +141,20 @@ def test_drawing_a_pass_up_front_changes_no_batch(synthetic, limit):
 
 def test_dataset_to_cpu_is_the_same_object(synthetic):
     assert synthetic.to("cpu") is synthetic
+
+
+def test_each_data_set_carries_its_own_normalisation(synthetic):
+    """Batches are standardised with their data set's statistics, not a global: a data set with other statistics
+    gets other batches; the CIFAR readers declare Firefly's (CIFAR-10's, for CIFAR-100 too: FF:main.py)."""
+    import dataclasses
+
+    from replication.config import DATASETS
+    from replication.data import READERS, Normalisation, eval_batches
+    from replication.data.cifar import CIFAR10_NORMALISATION, OFFICIAL
+    other = dataclasses.replace(synthetic, normalise=Normalisation(mean=(0.5,) * 3, std=(0.25,) * 3))
+    ours = next(eval_batches(synthetic.test_x, synthetic.test_y, 8, normalise=synthetic.normalise))[0]
+    theirs = next(eval_batches(other.test_x, other.test_y, 8, normalise=other.normalise))[0]
+    assert torch.equal(theirs, (synthetic.test_x[:8].float() / 255 - 0.5) / 0.25) and not torch.equal(ours, theirs)
+    assert OFFICIAL["cifar10"]["normalisation"] == OFFICIAL["cifar100"]["normalisation"] == CIFAR10_NORMALISATION
+    assert CIFAR10_NORMALISATION.mean == (0.4914, 0.4822, 0.4465) and CIFAR10_NORMALISATION.std == (0.2470, 0.2435, 0.2616)
+    assert DATASETS == tuple(READERS)  # a config accepts exactly the data sets that have a reader

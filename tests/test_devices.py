@@ -11,7 +11,7 @@ from torch import nn
 from replication.analysis import neurons
 from replication.growth import primitives as growth
 from replication.config import SMOKE
-from replication.data import load_dataset
+from replication.data import CIFAR10_NORMALISATION, load_dataset
 from replication.models import build_model
 from replication.train import LAYOUT, evaluation_sums, make_optimizer, train_epoch_sums
 
@@ -48,7 +48,7 @@ def test_a_training_epoch_runs_on_the_device_with_and_without_the_constraint(ds,
 
 def test_evaluation_runs_on_the_device(ds):
     model = _on_meta(build_model("vgg11", WIDTHS, ds.num_classes))
-    _all_on(evaluation_sums(model, ds.test_x, ds.test_y, 7, META))
+    _all_on(evaluation_sums(model, ds.test_x, ds.test_y, 7, META, normalise=ds.normalise))
 
 
 def test_growth_primitives_and_optimizer_carry_over_stay_on_the_device():
@@ -138,7 +138,7 @@ def test_pruning_scores_and_channel_removal_run_on_the_device():
     model = _on_meta(build_model("vgg11", WIDTHS, 10))
     images = torch.empty(6, 3, 32, 32, dtype=torch.uint8, device=META)
     labels = torch.empty(6, dtype=torch.long, device=META)
-    _all_on(neurons.taylor_scores(model, images, labels, batch_size=4))
+    _all_on(neurons.taylor_scores(model, images, labels, batch_size=4, normalise=CIFAR10_NORMALISATION))
     values = {0: torch.zeros(WIDTHS[0]), 1: torch.zeros(WIDTHS[1])}  # mean values live on the host (census table)
     with neurons.ablate(model, {0: [1, 2], 1: [0]}, values):
         out = model(torch.empty(2, 3, 32, 32, device=META))
@@ -156,7 +156,7 @@ def test_evaluation_on_a_fake_cuda_device():
         cuda = torch.device("cuda:0")
         on_gpu = model.to(cuda, memory_format=LAYOUT)
         gpu_ds = ds.to(cuda)
-        _all_on(evaluation_sums(on_gpu, gpu_ds.test_x, gpu_ds.test_y, 7, cuda), cuda)
+        _all_on(evaluation_sums(on_gpu, gpu_ds.test_x, gpu_ds.test_y, 7, cuda, normalise=gpu_ds.normalise), cuda)
         with pytest.raises(FakeTensorDeviceMismatchError):
             on_gpu(gpu_ds.test_x[:2].float()) + torch.ones(ds.num_classes)  # the kind of bug these tests catch
 

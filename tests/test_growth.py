@@ -179,7 +179,7 @@ def test_firefly_scores_find_the_one_known_loss_reducing_candidate():
     torch.manual_seed(0)
     m = build_model("vgg11", [4] * 8, 10).eval()
     ds = synthetic_cifar(10, 8, 1, seed=0)
-    x, y = next(eval_batches(ds.train_x, ds.train_y, 80))
+    x, y = next(eval_batches(ds.train_x, ds.train_y, 80, normalise=ds.normalise))
     cand = CandidateNetwork(m, SMOKE.replace(firefly_new_per_layer=2), torch.Generator().manual_seed(0))
     with torch.no_grad():
         for c in cand.cands:

@@ -66,7 +66,7 @@ def test_default_init_starts_near_chance_loss_on_real_cifar10(cifar10_dir):
 
     from replication.data import eval_batches, load_cifar
     ds = load_cifar("cifar10", cifar10_dir)
-    x, y = next(eval_batches(ds.test_x[:256], ds.test_y[:256], 256))
+    x, y = next(eval_batches(ds.test_x[:256], ds.test_y[:256], 256, normalise=ds.normalise))
     far = 0
     for widths in ([16] * 16, *GROWN_WIDTHS):
         for seed in range(3):

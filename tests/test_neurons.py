@@ -8,7 +8,7 @@ from replication.analysis import neurons
 from replication.data import corruptions
 from replication.analysis.adaptation import AdaptConfig, adapt, channel_masks, pseudo_labels
 from replication.config import SMOKE
-from replication.data import load_dataset, normalise, synthetic_cifar
+from replication.data import load_dataset, synthetic_cifar
 from replication.models import build_model
 
 
@@ -31,11 +31,11 @@ def images():
 
 
 def test_statistics_match_a_direct_computation(model, images):
-    stats = neurons.channel_stats(model, images.train_x, batch_size=7)  # batches of 7: streaming is exact
+    stats = neurons.channel_stats(model, images.train_x, batch_size=7, normalise=images.normalise)  # batches of 7: streaming is exact
     pre = {}
     hooks = [u.bn.register_forward_hook(lambda m, i, o, k=k: pre.__setitem__(k, o)) for k, u in enumerate(model.units())]
     with torch.no_grad():
-        model(normalise(images.train_x))
+        model(images.normalise(images.train_x))
     for h in hooks:
         h.remove()
     for k, u in enumerate(model.units()):
@@ -54,15 +54,15 @@ def test_statistics_match_a_direct_computation(model, images):
 
 def test_hooks_are_removed_after_every_call(model, images):
     before = [len(u.bn._forward_hooks) + len(u.output._forward_hooks) for u in model.units()]
-    neurons.channel_stats(model, images.train_x)
-    neurons.taylor_scores(model, images.train_x, images.train_y)
+    neurons.channel_stats(model, images.train_x, normalise=images.normalise)
+    neurons.taylor_scores(model, images.train_x, images.train_y, normalise=images.normalise)
     with neurons.ablate(model, {0: [1]}):
         pass
     assert [len(u.bn._forward_hooks) + len(u.output._forward_hooks) for u in model.units()] == before
 
 
 def test_ablation_zeroes_or_fills_exactly_the_chosen_channels(model, images):
-    x = normalise(images.test_x)
+    x = images.normalise(images.test_x)
     unit = model.units()[2]
     with torch.no_grad():
         clean = model(x)
@@ -102,9 +102,9 @@ def test_corruptions_are_deterministic_in_range_and_monotone(family, images):
 
 
 def test_pseudo_label_filter_keeps_only_samples_above_the_threshold(model, images):
-    keep, labels, threshold = pseudo_labels(model, images.train_x, confidence_quantile=0.7)
+    keep, labels, threshold = pseudo_labels(model, images.train_x, confidence_quantile=0.7, normalise=images.normalise)
     with torch.no_grad():
-        p = model(normalise(images.train_x)).softmax(1)
+        p = model(images.normalise(images.train_x)).softmax(1)
     top = p.max(1).values
     assert threshold == pytest.approx(torch.quantile(top, 0.7).item())
     assert torch.equal(keep, (top >= threshold).nonzero().flatten())
@@ -120,26 +120,26 @@ def test_gradient_masks_freeze_exactly_the_unselected_parameters(model, images):
     # Only stage 1 (masked): a one-condition run whose second stage has no steps.
     from replication.analysis.adaptation import _train
     m = copy.deepcopy(model)
-    keep, labels, _ = pseudo_labels(m, images.train_x, 0.0)
+    keep, labels, _ = pseudo_labels(m, images.train_x, 0.0, normalise=images.normalise)
     _train(m, images.train_x[keep], labels, 3, cfg, list(m.parameters()), masks=masks,
-           generator=torch.Generator().manual_seed(0))
+           generator=torch.Generator().manual_seed(0), normalise=images.normalise)
     changed_any = False
     for n, p in m.named_parameters():
         frozen = masks[n] == 0
         assert torch.equal(p.detach()[frozen], before[n][frozen]), n
         changed_any |= not torch.equal(p.detach()[~frozen], before[n][~frozen])
     assert changed_any
-    assert adapt(model, images.train_x, "random_channels", cfg, selected) is not model
+    assert adapt(model, images.train_x, "random_channels", cfg, selected, normalise=images.normalise) is not model
 
 
 def test_adapting_with_zero_steps_changes_nothing(model, images):
     cfg = AdaptConfig(steps=0)
     for cond in ("none", "tent", "blind_full", "blind_last", "hyper_hypo", "random_channels"):
-        adapted = adapt(model, images.train_x, cond, cfg, {0: [0]})
+        adapted = adapt(model, images.train_x, cond, cfg, {0: [0]}, normalise=images.normalise)
         for (n, p), q in zip(model.state_dict().items(), adapted.state_dict().values()):
             assert torch.equal(p, q), (cond, n)
     with pytest.raises(ValueError, match="valid"):
-        adapt(model, images.train_x, "magic", cfg)
+        adapt(model, images.train_x, "magic", cfg, normalise=images.normalise)
 
 
 def test_relative_definition_takes_the_extremes_of_every_layer_of_every_model():

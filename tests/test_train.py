@@ -207,5 +207,5 @@ def test_an_epoch_reads_back_to_the_host_once(tiny_cfg, synthetic, host_reads):
     assert len(synthetic.train_y) // 32 > 10 and metrics["sim_loss"] > 0
     assert reads == ["tolist"]
     reads.clear()
-    evaluate(model, synthetic.test_x, synthetic.test_y, 50, "cpu")
+    evaluate(model, synthetic.test_x, synthetic.test_y, 50, "cpu", normalise=synthetic.normalise)
     assert len(reads) == 2  # the loss sum and the correct count, once each

@@ -32,11 +32,12 @@ class AdaptConfig:
 
 
 @torch.no_grad()
-def pseudo_labels(model: nn.Module, images_uint8: torch.Tensor, confidence_quantile: float, batch_size: int = 500):
+def pseudo_labels(model: nn.Module, images_uint8: torch.Tensor, confidence_quantile: float, batch_size: int = 500,
+                  *, normalise):
     """(indices kept, labels, threshold): images whose top softmax probability is >= the `confidence_quantile`
     quantile of the top probabilities over all the images."""
     model.eval()
-    probs = torch.cat([model(data_mod.normalise(images_uint8[s:s + batch_size])).softmax(1)
+    probs = torch.cat([model(normalise(images_uint8[s:s + batch_size])).softmax(1)
                        for s in range(0, len(images_uint8), batch_size)])
     top, label = probs.max(1)
     threshold = torch.quantile(top, confidence_quantile).item()
@@ -45,7 +46,7 @@ def pseudo_labels(model: nn.Module, images_uint8: torch.Tensor, confidence_quant
 
 
 @torch.no_grad()
-def reestimate_bn(model: nn.Module, images_uint8: torch.Tensor, batch_size: int = 250) -> None:
+def reestimate_bn(model: nn.Module, images_uint8: torch.Tensor, batch_size: int = 250, *, normalise) -> None:
     """Replace every BN's running statistics by those of the target images (cumulative average)."""
     for m in model.modules():
         if isinstance(m, nn.BatchNorm2d):
@@ -53,7 +54,7 @@ def reestimate_bn(model: nn.Module, images_uint8: torch.Tensor, batch_size: int 
             m.momentum = None
     model.train()
     for s in range(0, len(images_uint8), batch_size):
-        model(data_mod.normalise(images_uint8[s:s + batch_size]))
+        model(normalise(images_uint8[s:s + batch_size]))
     model.eval()
 
 
@@ -70,7 +71,7 @@ def channel_masks(model: nn.Module, channels: dict[int, list[int]]) -> dict[str,
 
 
 def _train(model, images_uint8, labels, steps, cfg: AdaptConfig, params, masks=None, loss_kind="ce",
-           generator=None) -> None:
+           generator=None, *, normalise) -> None:
     """`steps` SGD steps on pseudo-labelled target images; only `params` move (and only where masks are 1)."""
     if steps <= 0 or len(images_uint8) == 0:
         return
@@ -83,7 +84,8 @@ def _train(model, images_uint8, labels, steps, cfg: AdaptConfig, params, masks=N
     done = 0
     try:
         while done < steps:
-            for xb, yb in data_mod.train_batches(images_uint8, labels, cfg.batch_size, generator, augment=False):
+            for xb, yb in data_mod.train_batches(images_uint8, labels, cfg.batch_size, generator, augment=False,
+                                                  normalise=normalise):
                 out = model(xb)
                 if loss_kind == "entropy":
                     loss = -(out.softmax(1) * out.log_softmax(1)).sum(1).mean()
@@ -102,8 +104,9 @@ def _train(model, images_uint8, labels, steps, cfg: AdaptConfig, params, masks=N
 
 
 def adapt(model: nn.Module, target_uint8: torch.Tensor, condition: str, cfg: AdaptConfig,
-          selected: dict[int, list[int]] | None = None, seed: int = 0) -> nn.Module:
-    """A copy of `model` adapted to `target_uint8` under `condition` (the original is untouched)."""
+          selected: dict[int, list[int]] | None = None, seed: int = 0, *, normalise) -> nn.Module:
+    """A copy of `model` adapted to `target_uint8` under `condition` (the original is untouched); `normalise` is
+    the source data set's (`Dataset.normalise`), which the model was trained with."""
     if condition not in CONDITIONS:
         raise ValueError(f"unknown condition {condition!r}; valid: {', '.join(CONDITIONS)}")
     model = copy.deepcopy(model).eval()
@@ -111,29 +114,29 @@ def adapt(model: nn.Module, target_uint8: torch.Tensor, condition: str, cfg: Ada
     if condition == "none":
         return model
     if condition == "bn_stats" or cfg.reestimate_bn_first:
-        reestimate_bn(model, target_uint8)
+        reestimate_bn(model, target_uint8, normalise=normalise)
         if condition == "bn_stats":
             return model
     if condition == "tent":
         affine = [p for m in model.modules() if isinstance(m, nn.BatchNorm2d) for p in (m.weight, m.bias)]
         _train(model, target_uint8, torch.zeros(len(target_uint8), dtype=torch.long), cfg.steps, cfg, affine,
-               loss_kind="entropy", generator=g)
+               loss_kind="entropy", generator=g, normalise=normalise)
         return model
-    keep, labels, _ = pseudo_labels(model, target_uint8, cfg.confidence_quantile)
+    keep, labels, _ = pseudo_labels(model, target_uint8, cfg.confidence_quantile, normalise=normalise)
     x = target_uint8[keep]
     if condition == "blind_full":
-        _train(model, x, labels, cfg.steps, cfg, list(model.parameters()), generator=g)
+        _train(model, x, labels, cfg.steps, cfg, list(model.parameters()), generator=g, normalise=normalise)
     elif condition == "blind_last":
         units = model.units()[-cfg.last_block_units:]
         params = [p for u in units for p in (u.conv.weight, u.bn.weight, u.bn.bias)]
         params += list(model.classifier.parameters())
-        _train(model, x, labels, cfg.steps, cfg, params, generator=g)
+        _train(model, x, labels, cfg.steps, cfg, params, generator=g, normalise=normalise)
     else:  # hyper_hypo / random_channels: selected channels first, then the whole network
         if selected is None:
             raise ValueError(f"condition {condition!r} needs the selected channels")
         # An empty selection is a finding, not an error: stage 1 then changes nothing, within the same budget.
         first = cfg.steps // 2
         _train(model, x, labels, first, cfg, list(model.parameters()), masks=channel_masks(model, selected),
-               generator=g)
-        _train(model, x, labels, cfg.steps - first, cfg, list(model.parameters()), generator=g)
+               generator=g, normalise=normalise)
+        _train(model, x, labels, cfg.steps - first, cfg, list(model.parameters()), generator=g, normalise=normalise)
     return model

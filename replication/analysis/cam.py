@@ -14,7 +14,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from .. import data as data_mod
 
 COVERAGE_THRESHOLD = 0.5  # share of pixels whose (per-image min-max scaled) CAM exceeds this (our choice)
 ROAD_PERCENTILES = (20, 40, 60, 80)  # fewer than the library's default nine, to keep 500 images in CPU minutes
@@ -44,7 +43,7 @@ def pick_images(labels: torch.Tensor, per_class: int) -> torch.Tensor:
 
 
 def cam_maps(model: nn.Module, images_uint8: torch.Tensor, labels: torch.Tensor, layer: int = -1,
-             batch_size: int = 100) -> np.ndarray:
+             batch_size: int = 100, *, normalise) -> np.ndarray:
     """(N, 32, 32) Grad-CAM maps in [0, 1] for the ground-truth classes."""
     from pytorch_grad_cam import GradCAM
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
@@ -53,7 +52,7 @@ def cam_maps(model: nn.Module, images_uint8: torch.Tensor, labels: torch.Tensor,
     out = []
     with _library_quiet(), GradCAM(model=model, target_layers=[target_layer(model, layer)]) as cam:
         for start in range(0, len(labels), batch_size):
-            x = data_mod.normalise(images_uint8[start:start + batch_size])
+            x = normalise(images_uint8[start:start + batch_size])
             targets = [ClassifierOutputTarget(int(c)) for c in labels[start:start + batch_size]]
             out.append(cam(input_tensor=x, targets=targets))
     return np.concatenate(out)
@@ -69,7 +68,7 @@ def overlay(images_uint8: torch.Tensor, maps: np.ndarray) -> list[np.ndarray]:
 
 
 def cam_metrics(model: nn.Module, images_uint8: torch.Tensor, labels: torch.Tensor, layer: int = -1,
-                batch_size: int = 100):
+                batch_size: int = 100, *, normalise):
     """Per-image table: coverage, the library's confidence change when the image is multiplied by its CAM, and
     ROAD (combined MoRF/LeRF, higher = more faithful), with the model's correctness."""
     import pandas as pd
@@ -77,20 +76,20 @@ def cam_metrics(model: nn.Module, images_uint8: torch.Tensor, labels: torch.Tens
     from pytorch_grad_cam.metrics.road import ROADCombined
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget
 
-    maps = cam_maps(model, images_uint8, labels, layer, batch_size)
+    maps = cam_maps(model, images_uint8, labels, layer, batch_size, normalise=normalise)
     conf_change, road = [], []
     road_metric = ROADCombined(percentiles=list(ROAD_PERCENTILES))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(ROAD_NOISE_SEED)
         for start in range(0, len(labels), batch_size):
-            x = data_mod.normalise(images_uint8[start:start + batch_size])
+            x = normalise(images_uint8[start:start + batch_size])
             targets = [ClassifierOutputSoftmaxTarget(int(c)) for c in labels[start:start + batch_size]]
             m = maps[start:start + batch_size]
             with _library_quiet():
                 conf_change.append(np.asarray(CamMultImageConfidenceChange()(x, m, targets, model)).reshape(-1))
                 road.append(np.asarray(road_metric(x, m, targets, model)).reshape(-1))
     with torch.no_grad():
-        pred = torch.cat([model(data_mod.normalise(images_uint8[s:s + batch_size])).argmax(1)
+        pred = torch.cat([model(normalise(images_uint8[s:s + batch_size])).argmax(1)
                           for s in range(0, len(labels), batch_size)])
     return pd.DataFrame({"image": np.arange(len(labels)), "label": labels.numpy(),
                          "correct": (pred == labels).numpy(),
@@ -125,7 +124,7 @@ def _metrics_one(item, shared):
     frames = []
     for layer in shared["layers"]:
         unit = resolve_layer(model, layer)
-        m = cam_metrics(model, ds.test_x[idx], ds.test_y[idx], unit)
+        m = cam_metrics(model, ds.test_x[idx], ds.test_y[idx], unit, normalise=ds.normalise)
         m.insert(0, "layer", f"{layer} ({model.units()[unit].name})")
         m.insert(0, "seed", cfg.seed)
         m.insert(0, "method", name)

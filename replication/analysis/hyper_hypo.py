@@ -31,8 +31,8 @@ PRUNE_SHARE = 0.10  # E2: bottom 10 % of every layer under each criterion
 ADAPT_METHODS = ("firefly", "ours")  # models adapted in E4
 
 
-def _acc(model, x_uint8, y):
-    return evaluate(model, x_uint8, y, 500, "cpu")[1]
+def _acc(model, x_uint8, y, normalise):
+    return evaluate(model, x_uint8, y, 500, "cpu", normalise=normalise)[1]
 
 
 def _load(record, ds, rdir):
@@ -55,7 +55,7 @@ def _per_model(fn, records, jobs, label, **shared) -> pd.DataFrame:
 def _census_one(record, shared) -> pd.DataFrame:
     ds = shared["ds"]
     method, seed, model = _load(record, ds, shared["rdir"])
-    df = neurons.channel_stats(model, ds.train_x[:SOURCE_IMAGES])
+    df = neurons.channel_stats(model, ds.train_x[:SOURCE_IMAGES], normalise=ds.normalise)
     df.insert(0, "seed", seed)
     df.insert(0, "method", method)
     return df
@@ -100,7 +100,8 @@ def _model_stats(stats: pd.DataFrame, method: str, seed: int) -> pd.DataFrame:
 def _criteria_one(record, shared) -> pd.DataFrame:
     ds = shared["ds"]
     method, seed, model = _load(record, ds, shared["rdir"])
-    taylor = neurons.taylor_scores(model, ds.train_x[:SOURCE_IMAGES], ds.train_y[:SOURCE_IMAGES])
+    taylor = neurons.taylor_scores(model, ds.train_x[:SOURCE_IMAGES], ds.train_y[:SOURCE_IMAGES],
+                                   normalise=ds.normalise)
     definitions = shared["definitions"]
     rows = []
     for definition in definitions:
@@ -164,8 +165,8 @@ def _removal_one(record, shared) -> pd.DataFrame:
     for name, chosen in sets.items():
         for mode in ("zero", "mean") if name != "none" else ("-",):
             with neurons.ablate(model, neurons.channels_by_layer(chosen), values if mode == "mean" else None):
-                clean = _acc(model, ds.test_x[:REMOVAL_CLEAN_IMAGES], ds.test_y[:REMOVAL_CLEAN_IMAGES])
-                corr = sum(_acc(model, x, ds.test_y[:len(x)]) for x in corrupted.values()) / len(corrupted)
+                clean = _acc(model, ds.test_x[:REMOVAL_CLEAN_IMAGES], ds.test_y[:REMOVAL_CLEAN_IMAGES], ds.normalise)
+                corr = sum(_acc(model, x, ds.test_y[:len(x)], ds.normalise) for x in corrupted.values()) / len(corrupted)
             rows.append({"method": method, "seed": seed, "removed": name, "ablation": mode,
                          "channels": len(chosen), "clean acc (%)": 100 * clean,
                          f"corrupted acc, severity {REMOVAL_SEVERITY} (%)": 100 * corr})
@@ -222,10 +223,10 @@ def _adaptation_one(record, shared) -> pd.DataFrame:
         target = corruptions.to_uint8(corruptions.corrupt(ds.train_x[-ADAPT_IMAGES:], family, ADAPT_SEVERITY, seed=2))
         test = corruptions.to_uint8(corruptions.corrupt(test_x, family, ADAPT_SEVERITY, seed=3))
         for cond in CONDITIONS:
-            adapted = adapt(model, target, cond, cfg, selections.get(cond), seed=seed)
+            adapted = adapt(model, target, cond, cfg, selections.get(cond), seed=seed, normalise=ds.normalise)
             rows.append({"method": method, "seed": seed, "family": family, "condition": cond,
                          "selected channels": len(hh) if cond in selections else 0,
-                         "error (%)": 100 * (1 - _acc(adapted, test, test_y))})
+                         "error (%)": 100 * (1 - _acc(adapted, test, test_y, ds.normalise))})
     return pd.DataFrame(rows)
 
 

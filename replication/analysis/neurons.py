@@ -15,7 +15,6 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .. import data as data_mod
 from ..similarity import similarity_map
 
 HYPO, HYPER = 0.05, 0.95  # docs/hyper-hypo.md
@@ -59,7 +58,7 @@ class _Accumulator:
 
 @torch.no_grad()
 def channel_stats(model: nn.Module, images_uint8: torch.Tensor, batch_size: int = 500,
-                  hypo: float = HYPO, hyper: float = HYPER) -> pd.DataFrame:
+                  hypo: float = HYPO, hyper: float = HYPER, *, normalise) -> pd.DataFrame:
     """One row per (layer, channel) with the statistics of the module docstring."""
     model.eval()
     units = model.units()
@@ -69,7 +68,7 @@ def channel_stats(model: nn.Module, images_uint8: torch.Tensor, batch_size: int 
                for i, u in enumerate(units)]
     try:
         for start in range(0, len(images_uint8), batch_size):
-            model(data_mod.normalise(images_uint8[start:start + batch_size]))
+            model(normalise(images_uint8[start:start + batch_size]))
     finally:
         for h in handles:
             h.remove()
@@ -129,7 +128,7 @@ def with_kind(stats: pd.DataFrame, definition: str) -> pd.DataFrame:
 
 
 def taylor_scores(model: nn.Module, images_uint8: torch.Tensor, labels: torch.Tensor,
-                  batch_size: int = 250) -> list[torch.Tensor]:
+                  batch_size: int = 250, *, normalise) -> list[torch.Tensor]:
     """First-order Taylor saliency per channel: |mean over data of activation x dL/d activation| (per layer)."""
     model.eval()
     units = model.units()
@@ -146,7 +145,7 @@ def taylor_scores(model: nn.Module, images_uint8: torch.Tensor, labels: torch.Te
     batches = 0
     try:
         for start in range(0, len(labels), batch_size):
-            x = data_mod.normalise(images_uint8[start:start + batch_size])
+            x = normalise(images_uint8[start:start + batch_size])
             model.zero_grad(set_to_none=True)
             nn.functional.cross_entropy(model(x), labels[start:start + batch_size]).backward()
             for i, a in acts.items():

@@ -51,8 +51,8 @@ LAMBDA_EXT_GRID = (1.0, 3.0, 10.0)
 LAMBDA_EXT_SEEDS = (100, 101)
 
 
-# The paired comparisons the study's text makes (row A, row B, the question), by study.method_label; each is
-# reported as A − B over the seeds both rows have, with its 95 % t-interval (tables.comparisons_table).
+# The paired comparisons the study's text makes (row A, row B, the question), by growth.registry.method_label; each is
+# reported as A − B over the seeds both rows have, with its 95 % t-interval (report/tables.comparisons_table).
 COMPARISONS = (
     ("ours", "firefly", "the constraint on Firefly as its public code runs it"),
     ("ours (from round 0)", "firefly", "the constraint from the first round on"),

@@ -40,7 +40,8 @@ def candidate_scores(model: nn.Module, ds, cfg, generator: torch.Generator, devi
                                   alpha=cfg.firefly_rmsprop_alpha)
         bs = cfg.firefly_candidate_batch_size
         limit = cfg.firefly_candidate_images
-        stream = data_mod.train_batches(ds.train_x, ds.train_y, bs, generator, cfg.augment, limit=limit)
+        stream = data_mod.train_batches(ds.train_x, ds.train_y, bs, generator, cfg.augment, limit=limit,
+                                        normalise=ds.normalise)
         for x, y in progress(stream, _n_batches(ds, bs, limit), "Firefly: training candidates", cfg.progress):
             x, y = x.to(device, memory_format=torch.channels_last), y.to(device)
             l2 = sum(weight * (t ** 2).sum() for c in cand.cands for weight, t in c.penalised(cfg) if weight)
@@ -54,7 +55,8 @@ def candidate_scores(model: nn.Module, ds, cfg, generator: torch.Generator, devi
         sums = [(torch.zeros(u.width, device=device), torch.zeros(cand.k, device=device)) for u in cand.units]
         n_scored = 0
         limit = cfg.firefly_score_images if cfg.firefly_score_images is not None else limit
-        passes = data_mod.train_batches(ds.train_x, ds.train_y, bs, generator, cfg.augment, limit=limit)
+        passes = data_mod.train_batches(ds.train_x, ds.train_y, bs, generator, cfg.augment, limit=limit,
+                                        normalise=ds.normalise)
         for x, y in progress(passes, _n_batches(ds, bs, limit), "Firefly: scoring candidates", cfg.progress):
             x, y = x.to(device, memory_format=torch.channels_last), y.to(device)
             loss = cand.loss(x, y, gate_value, score=cfg.firefly_score_at)
