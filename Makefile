@@ -15,7 +15,7 @@ LAB_ARGS ?=
 export REPLICATION_DATA ?= $(CURDIR)/data
 
 .DEFAULT_GOAL := help
-.PHONY: help venv data test test-fast figures results bench gpu-check study-time lab clean clean-results
+.PHONY: help venv data test test-fast figures results bench gpu-check paper-dry study-time lab clean clean-results
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
@@ -56,6 +56,9 @@ bench: $(STAMP) data  ## print throughput and overhead figures (benchmarks/, not
 
 gpu-check: $(STAMP) data  ## on a CUDA machine: cuda vs cpu, img/s per precision, a growth step, paper-study projection
 	$(PY) benchmarks/gpu_check.py --device $(DEVICE)
+
+paper-dry: $(STAMP) data  ## the paper schedule's 11 rounds on CPU, shortened (Firefly + ours, ~20 min): per-round table
+	$(PY) benchmarks/paper_dry.py --jobs $(JOBS)
 
 study-time: $(STAMP)  ## CPU and wall time of a study's committed runs (STUDY=fulldata, JOBS=2)
 	$(PY) benchmarks/study_time.py $(STUDY) $(JOBS)

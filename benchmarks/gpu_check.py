@@ -8,13 +8,16 @@ On a CUDA machine (`--device cuda`, about 5-8 minutes on one H100/H200-class GPU
      precision; the similarity constraint's overhead at full widths; torch.compile's compile time and gain;
   3. one Firefly growth step at the widths of a mid-protocol round (candidate and scoring passes timed over a number
      of batches and scaled to Firefly's full passes), and the peak GPU memory of the candidate net at full widths;
-  4. the projected wall time of one paper-protocol Firefly run and of the whole `paper` study.
+  4. the projected wall time of one paper-protocol Firefly run and of the whole `paper` study, from two width
+     trajectories: uniform growth (a model) and the Firefly run of `make paper-dry` (benchmarks/paper_dry.json, the
+     paper schedule's real 11 rounds on a CPU, shortened), whose late-round widths also size section 3's memory.
 Figures are printed, never asserted. `--device cpu --dry` runs every section at toy sizes in seconds: `make test`
 runs it (tests/test_gpu_check.py) so that the script cannot rot; its figures mean nothing.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import sys
@@ -38,6 +41,20 @@ CIFAR_TRAIN, CIFAR_TEST = 50_000, 10_000
 # Tolerance of section 1: float32 kernels differ between devices in their last bits, and 4 epochs of SGD amplify
 # that; a real defect (a wrong crop, a missing normalisation) moves the smoke losses by far more than 2 %.
 LOSS_RTOL = 0.02
+
+
+PAPER_DRY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "paper_dry.json")
+
+
+def measured_widths(path: str = PAPER_DRY, method: str = "firefly") -> list[list[int]] | None:
+    """Per-round widths of `make paper-dry`'s run of `method` (None when it has not run or ran another schedule)."""
+    if not os.path.isfile(path):
+        return None
+    doc = json.load(open(path))
+    if doc["config"]["rounds"] != PAPER.rounds or doc["config"]["arch"] != PAPER.arch:
+        return None
+    runs = {r["method"]: r for r in doc["runs"]}
+    return [rd["widths"] for rd in runs[method]["rounds"]] if method in runs else None
 
 
 def protocol_widths(cfg=PAPER) -> list[list[int]]:
@@ -130,12 +147,23 @@ def measure_training(device, dry, log) -> dict:
             log(f"   {p:5s} {name:14s}: {ips[(p, name)]:9.0f} img/s")
     per_round = [throughput(w, device, "fp32", n) for w in rounds]
     for r, (w, v) in enumerate(zip(rounds, per_round)):
-        log(f"   fp32 round {r:2d} widths ~{w[0]:3d}..{max(w):3d}: {v:9.0f} img/s")
+        log(f"   fp32 round {r:2d} uniform widths ~{w[0]:3d}..{max(w):3d}: {v:9.0f} img/s")
+    measured = measured_widths()
+    per_round_measured = None
+    if measured is not None:
+        if dry:
+            measured = [[max(4, w // 16) for w in ws] for ws in measured[:2]]
+        per_round_measured = [throughput(w, device, "fp32", n) for w in measured]
+        for r, (w, v) in enumerate(zip(measured, per_round_measured)):
+            log(f"   fp32 round {r:2d} paper-dry widths ({sum(w):4d} neurons): {v:9.0f} img/s")
+    else:
+        log("   (no benchmarks/paper_dry.json: run `make paper-dry` for the measured trajectory)")
     with_sim = throughput(full, device, "fp32", n, with_constraint=True)
     overhead = ips[("fp32", "full widths")] / with_sim - 1
     log(f"   similarity constraint (exact, all layers) at full widths: +{overhead:.1%} per step (target <= 5 %)")
     compile_figures(device, dry, rounds[len(rounds) // 2], n, log)
-    return {"per_round": per_round, "full": ips[("fp32", "full widths")], "overhead": overhead}
+    return {"per_round": per_round, "per_round_measured": per_round_measured, "full": ips[("fp32", "full widths")],
+            "overhead": overhead}
 
 
 def compile_figures(device, dry, widths, n, log):
@@ -179,24 +207,40 @@ def measure_growth(device, dry, log) -> float:
 
 
 def memory_peak(device, dry, log):
-    widths = full_widths("vgg19") if not dry else [8] * 16
-    torch.manual_seed(0)
-    model = build_model("vgg19", widths, 10).eval().to(device, memory_format=LAYOUT)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    candidate_step(model, PAPER, 128)
-    if device.type == "cuda":
-        peak = torch.cuda.max_memory_allocated(device) / 2 ** 30
-        log(f"   candidate net at full VGG-19 widths, K={PAPER.firefly_new_per_layer}, batch 128: peak GPU memory "
-            f"{peak:.2f} GiB")
-    else:
-        log("   candidate-net peak memory: see `make bench` (firefly_memory.py) on a CPU")
+    sizes = {"full VGG-19 widths": full_widths("vgg19")}
+    measured = measured_widths()
+    if measured is not None:  # the last growth step of the paper schedule acts on the widths of round 9
+        sizes[f"paper-dry round {len(measured) - 2} widths ({sum(measured[-2])} neurons)"] = measured[-2]
+    for name, widths in sizes.items():
+        if dry:
+            widths = [max(4, w // 64) for w in widths]
+        torch.manual_seed(0)
+        model = build_model("vgg19", widths, 10).eval().to(device, memory_format=LAYOUT)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        candidate_step(model, PAPER, 128)
+        if device.type == "cuda":
+            peak = torch.cuda.max_memory_allocated(device) / 2 ** 30
+            log(f"   candidate net at {name}, K={PAPER.firefly_new_per_layer}, batch 128: peak GPU memory "
+                f"{peak:.2f} GiB")
+        else:
+            log(f"   candidate net at {name}: CPU peak memory in `make bench` (firefly_memory.py) and docs/"
+                "performance.md (paper-dry)")
 
 
 # -- 4 -----------------------------------------------------------------------------------------------------------
 def project(train: dict, growth_mid_s: float, dry, log):
-    """Seconds of one paper-protocol Firefly run and GPU-hours of the whole `paper` study, from the figures."""
-    per_round = train["per_round"]
+    """Seconds of one paper-protocol Firefly run and GPU-hours of the whole `paper` study, from the figures: for the
+    uniform-growth widths, and for paper-dry's measured widths when there are any (both are printed)."""
+    out = project_widths(train["per_round"], train, growth_mid_s, dry, log, "uniform-growth widths; Firefly "
+                         "puts neurons in early, costlier layers, so real runs cost more")
+    if train.get("per_round_measured"):
+        out = project_widths(train["per_round_measured"], train, growth_mid_s, dry, log,
+                             "paper-dry's measured Firefly widths (benchmarks/paper_dry.json)")
+    return out
+
+
+def project_widths(per_round: list[float], train: dict, growth_mid_s: float, dry, log, what: str):
     if dry:  # the dry run times two rounds; repeat the last for the projection's arithmetic
         per_round = per_round + [per_round[-1]] * (PAPER.rounds - len(per_round))
     epoch_s = [CIFAR_TRAIN / v + CIFAR_TEST / (3 * v) for v in per_round]  # evaluation ~ a third of a train step
@@ -221,8 +265,7 @@ def project(train: dict, growth_mid_s: float, dry, log):
             total += cost[c.method]
             if c.method == "firefly" and c.firefly_score_at == "full" and c.firefly_new_to_new:
                 total += fixed_final_s  # its follow-up: a fixed net at its final widths
-    log(f"4. projection (uniform-growth widths; Firefly puts neurons in early, costlier layers, so real runs cost "
-        f"more): one paper-protocol Firefly run {firefly_s / 3600:.2f} h (target <= 2 h); the whole `paper` study "
+    log(f"4. projection ({what}): one paper-protocol Firefly run {firefly_s / 3600:.2f} h (target <= 2 h); the whole `paper` study "
         f"({len(runs)} runs + follow-ups) {total / 3600:.1f} GPU-hours (target <= 48)")
     return firefly_s, total
 
