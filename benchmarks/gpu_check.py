@@ -59,8 +59,9 @@ def measured_widths(path: str = PAPER_DRY, method: str = "firefly") -> list[list
 
 def protocol_widths(cfg=PAPER) -> list[list[int]]:
     """Per-round widths of a paper-protocol run under uniform growth: round r has 256 * (1 + ratio)^r neurons,
-    spread evenly and capped at the full widths. Firefly places neurons unevenly (mostly in early layers), so this
-    is a model of the cost, stated as such in the output."""
+    spread evenly and capped at the full widths. Firefly places neurons unevenly and grows no layer to a cap, so this
+    is a model of the cost, stated as such in the output (paper-dry measured Firefly's trajectory: its training
+    FLOPs over the paper protocol are 0.66 of this model's, docs/performance.md)."""
     full = full_widths(cfg.arch)
     out = []
     for r in range(cfg.rounds):
@@ -232,8 +233,8 @@ def memory_peak(device, dry, log):
 def project(train: dict, growth_mid_s: float, dry, log):
     """Seconds of one paper-protocol Firefly run and GPU-hours of the whole `paper` study, from the figures: for the
     uniform-growth widths, and for paper-dry's measured widths when there are any (both are printed)."""
-    out = project_widths(train["per_round"], train, growth_mid_s, dry, log, "uniform-growth widths; Firefly "
-                         "puts neurons in early, costlier layers, so real runs cost more")
+    out = project_widths(train["per_round"], train, growth_mid_s, dry, log, "uniform-growth widths, a model: "
+                         "paper-dry's Firefly run put most neurons in the late, 2x2 and 4x4 layers and cost less")
     if train.get("per_round_measured"):
         out = project_widths(train["per_round_measured"], train, growth_mid_s, dry, log,
                              "paper-dry's measured Firefly widths (benchmarks/paper_dry.json)")

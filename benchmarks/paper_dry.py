@@ -29,6 +29,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # gpu_check, beside this script
 from replication import records as res  # noqa: E402
 from replication import train  # noqa: E402
 from replication.config import PAPER, SMOKE  # noqa: E402
@@ -102,29 +103,59 @@ def run_one(cfg, out_dir: str) -> dict:
 
 
 def table(run: dict) -> str:
-    lines = [f"{run['method']} ({run['name']}): {len(run['rounds'])} rounds, wall {run['wall_s']:.0f} s",
-             "| round | neurons | widths | params (M) | MFLOPs/img | epoch (s) | train step (s) | growth step "
-             "(s) | growth peak RSS (GiB) |", "|---|---|---|---|---|---|---|---|---|"]
+    head = (f"{run['method']} ({run['name']}): {len(run['rounds'])} rounds, wall {run['wall_s']:.0f} s\n"
+            "| round | neurons | widths | params (M) | MFLOPs/img | epoch incl. test (s) | per batch (s) | growth step "
+            "(s) | growth peak RSS (GiB) | above the RSS before it (GiB) |\n|---|---|---|---|---|---|---|---|---|---|")
+    lines = [head]
     for r in run["rounds"]:
-        g = r["growth"] or {}
+        g = r["growth"]
         step = f"{r['step_s']:.3f}" if r["step_s"] is not None else "-"
+        grown = (f"{g['seconds']:.1f} | {g['peak_rss_gib']:.2f} | {g['peak_rss_gib'] - g['rss_before_gib']:.2f}"
+                 if g else "- | - | -")
         lines.append(f"| {r['round']} | {r['neurons']} | {' '.join(map(str, r['widths']))} | {r['params'] / 1e6:.2f} | "
-                     f"{r['flops'] / 1e6:.1f} | {r['epoch_s']:.1f} | {step} | "
-                     f"{g['seconds']:.1f} | {g['peak_rss_gib']:.2f} |" if g else
-                     f"| {r['round']} | {r['neurons']} | {' '.join(map(str, r['widths']))} | {r['params'] / 1e6:.2f} | "
-                     f"{r['flops'] / 1e6:.1f} | {r['epoch_s']:.1f} | {step} | - | - |")
+                     f"{r['flops'] / 1e6:.1f} | {r['epoch_s']:.1f} | {step} | {grown} |")
     return "\n".join(lines)
+
+
+def protocol_flops(run: dict, cfg=PAPER) -> float:
+    """Training FLOPs of a full paper-protocol run at this run's per-round widths: every round `epochs_per_round`
+    epochs over CIFAR-10's 50,000 training images, train.TRAIN_FLOPS_PER_MAC FLOPs per forward multiply-accumulate
+    (records' `flops`, as models.count_flops counts them), as the records' `train_flops`; growth steps excluded."""
+    return sum(cfg.epochs_per_round * 50_000 * train.TRAIN_FLOPS_PER_MAC * rd["flops"] for rd in run["rounds"])
+
+
+def uniform_flops(cfg=PAPER) -> float:
+    """The same for the uniform-growth model of `make gpu-check` (benchmarks/gpu_check.protocol_widths)."""
+    from gpu_check import protocol_widths
+    from replication.models import build_model, count_flops
+    return sum(cfg.epochs_per_round * 50_000 * train.TRAIN_FLOPS_PER_MAC * count_flops(build_model(cfg.arch, w, 10))
+               for w in protocol_widths(cfg))
+
+
+def report_projection(runs: list[dict]) -> None:
+    uniform = uniform_flops()
+    for r in runs:
+        print(f"paper-protocol training FLOPs at {r['method']}'s widths: {protocol_flops(r) / 1e15:.1f} PFLOP "
+              f"(uniform-growth model: {uniform / 1e15:.1f} PFLOP; ratio {protocol_flops(r) / uniform:.2f})")
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--dry", action="store_true", help="synthetic data, toy widths: the code path in seconds")
+    p.add_argument("--show", action="store_true", help="print the tables and projection of the stored trajectory "
+                                                       "(benchmarks/paper_dry.json) without training")
     p.add_argument("--jobs", type=int, default=2, help="the two runs in parallel processes (default 2)")
     p.add_argument("--out", default=None, help="where the trajectory JSON goes (default benchmarks/paper_dry.json; "
                                                "with --dry nothing is written unless given)")
     p.add_argument("--results", default=os.path.join(REPO, "build", "paper-dry"),
                    help="run records and checkpoints (default build/paper-dry/; a finished run is reused)")
     args = p.parse_args(argv)
+    if args.show:
+        doc = json.load(open(args.out or os.path.join(HERE, "paper_dry.json")))
+        for r in doc["runs"]:
+            print(table(r))
+        report_projection(doc["runs"])
+        return 0
     base = TOY if args.dry else DRY_RUN
     cfgs = [base.replace(method="firefly", seed=0), base.replace(method="ours", lambda_sim=LAMBDA_OURS, seed=0)]
     out_dir = os.path.join(args.results, "toy" if args.dry else "cifar10")
@@ -139,10 +170,15 @@ def main(argv=None) -> int:
         runs = [run_one(c, out_dir) for c in cfgs]
     for r in runs:
         print(table(r), flush=True)
+    if not args.dry:
+        report_projection(runs)
     wall = time.perf_counter() - t0
     print(f"paper-dry: done in {wall:.0f} s wall")
     target = args.out or (None if args.dry else os.path.join(HERE, "paper_dry.json"))
-    if target:
+    if target and any(r["measured_growth_steps"] == 0 for r in runs) and os.path.isfile(target):
+        print(f"paper-dry: the runs were reused from {out_dir}, so no growth step was measured; {target} is kept "
+              f"(remove {out_dir} to measure again)")
+    elif target:
         doc = {"what": "per-round trajectory of the paper preset's growth schedule, shortened (benchmarks/"
                        "paper_dry.py)", "config": base.result_fields(), "wall_s": wall, "runs": runs,
                "provenance": {"git": res.git_state(), "versions": res.versions(), "time": res.utc_now()}}
