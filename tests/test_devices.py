@@ -173,3 +173,11 @@ def test_a_bf16_run_on_a_cpu_without_native_bf16_says_so_in_one_line(monkeypatch
     assert sum("emulated" in m for m in lines) == 1
     monkeypatch.setattr(devices, "native_bf16", lambda: True)
     assert devices.precision_notice("bf16", cpu) is None
+
+
+def test_grad_cam_layer_resolution_hooks_run_on_the_device():
+    """The forward hooks that find a model's last 4x4 layer run a probe image on the model's device (the Grad-CAM
+    maps themselves are the library's, read to numpy: not runnable on a device without data)."""
+    from replication.analysis import cam
+    vgg19 = _on_meta(build_model("vgg19", [4] * 16, 10))
+    assert cam.resolve_layer(vgg19, "last 4x4") == 11 and cam.resolve_layer(vgg19, "last") == -1
