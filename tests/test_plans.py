@@ -134,3 +134,32 @@ def test_grad_cam_reads_lambda_from_the_results_root_it_is_given(tmp_path, monke
     with pytest.raises(Stop, match=str(tmp_path)):
         cam.metrics_study(Recording(**{f: getattr(fulldata.PLAN, f) for f in fulldata.PLAN.__dataclass_fields__}),
                           "cifar10", root=str(tmp_path))
+
+
+def _acc_record(method, seed, acc):
+    cfg = SMOKE.replace(method=method, seed=seed, lambda_sim=1.0 if method == "ours" else 0.0)
+    return {"config": cfg.result_fields(), "final": {"test_acc": acc / 100}}
+
+
+def test_the_bf16_rule_passes_inside_both_bands_and_fails_outside_either():
+    """Issue 21's pre-registered rule: each bf16 run within its fp32 row's mean +- 3 std, and the bf16 paired
+    ours - Firefly mean inside the fp32 paired 95 % interval."""
+    from replication.experiments import bf16check
+    fp32 = ([_acc_record("firefly", s, a) for s, a in enumerate((78.0, 78.4, 77.8, 78.2, 78.1))]
+            + [_acc_record("ours", s, a) for s, a in enumerate((78.6, 79.0, 78.3, 78.8, 78.7))])  # +0.58 +- ~0.2
+
+    def bf16(firefly, ours):
+        return ([_acc_record("firefly", s, a) for s, a in zip(bf16check.SEEDS, firefly)]
+                + [_acc_record("ours", s, a) for s, a in zip(bf16check.SEEDS, ours)])
+    ok = bf16check.check(bf16((78.1, 78.0, 78.3), (78.7, 78.6, 78.8)), fp32)
+    assert ok["passed"] and ok["paired"]["inside the fp32 interval"] and ok["paired"]["fp32 paired seeds"] == 5
+    far = bf16check.check(bf16((75.0, 78.0, 78.3), (75.6, 78.6, 78.8)), fp32)  # one run 3 pp off: rule (1) fails
+    assert not far["passed"] and not far["runs"][0]["inside mean ± 3 std"]
+    no_gain = bf16check.check(bf16((78.1, 78.0, 78.3), (78.1, 78.0, 78.3)), fp32)  # paired 0: rule (2) fails
+    assert not no_gain["passed"] and all(r["inside mean ± 3 std"] for r in no_gain["runs"])
+    with pytest.raises(ValueError, match="missing"):
+        bf16check.check(bf16((78.1,), (78.7,)), fp32)
+    plan = experiments.plan("bf16check")
+    assert plan.config.precision == "bf16" and plan.config.replace(precision="fp32") == fulldata.PLAN.config
+    assert {(c.method, c.seed) for c in plan.main_configs("cifar10")} == {(m, s) for m in ("firefly", "ours")
+                                                                          for s in bf16check.SEEDS}

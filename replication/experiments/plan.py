@@ -143,6 +143,11 @@ class Plan:
         text makes (report/tables.comparisons_table), else None."""
         return None
 
+    def checks(self, root: str = RESULTS_ROOT) -> dict | None:
+        """The outcome of a study's pre-registered rule ({"runs", "paired", "passed"}, report/tables.render_checks),
+        None for a study without one or before its runs have landed."""
+        return None
+
     def neuron_records(self, dataset: str, seeds=None, jobs: int = 1, root: str = RESULTS_ROOT) -> list[dict]:
         """The models the hyper/hypo experiments study: the main table's `neuron_rows` of the seeds."""
         keep = tuple(seeds) if seeds else self.seeds

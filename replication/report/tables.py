@@ -107,6 +107,16 @@ def render_comparisons(compared: dict, dataset: str, plan_name: str) -> tuple:
     return table, caption, f"{caption}\n\n{table.to_markdown(index=False)}"
 
 
+def render_checks(checked: dict, plan_name: str) -> tuple:
+    """(runs table, paired table, markdown) of a study's pre-registered check (a plan's `checks`)."""
+    import pandas as pd
+    runs, paired = pd.DataFrame(checked["runs"]), pd.DataFrame([checked["paired"]])
+    verdict = "passes" if checked["passed"] else "fails"
+    md = (f"{plan_name}: the pre-registered check {verdict} (the rule: replication/experiments/{plan_name}.py).\n\n"
+          f"{runs.to_markdown(index=False, floatfmt='.2f')}\n\n{paired.to_markdown(index=False, floatfmt='.2f')}")
+    return runs, paired, md
+
+
 def render_main(records: list[dict], dataset: str, plan_name: str) -> tuple:
     """(table, caption, markdown) of a main table: what the notebook writes and the README shows."""
     table, diffs = main_table(records)
