@@ -163,3 +163,21 @@ def test_the_bf16_rule_passes_inside_both_bands_and_fails_outside_either():
     assert plan.config.precision == "bf16" and plan.config.replace(precision="fp32") == fulldata.PLAN.config
     assert {(c.method, c.seed) for c in plan.main_configs("cifar10")} == {(m, s) for m in ("firefly", "ours")
                                                                           for s in bf16check.SEEDS}
+
+
+def test_the_long_round_study_waits_for_its_precision_then_is_fulldata_with_rounds_of_24_epochs(monkeypatch):
+    from replication.experiments import longround
+    plan = experiments.plan("longround")
+    monkeypatch.setattr(longround, "PRECISION", None)
+    with pytest.raises(ValueError, match="bf16 check"):
+        plan.main_configs("cifar10")
+    monkeypatch.setattr(longround, "PRECISION", "bf16")
+    cfgs = plan.main_configs("cifar10")
+    assert all(c.epochs_per_round == 24 and c.precision == "bf16" for c in cfgs)
+    assert {c.replace(epochs_per_round=8, precision="fp32", method="firefly", lambda_sim=0.0) for c in cfgs} == {
+        fulldata.PLAN.base_config("cifar10").replace(seed=s) for s in longround.SEEDS}
+    assert sorted((c.method, c.seed) for c in cfgs) == sorted(
+        [(m, s) for s in longround.SEEDS for m in ("firefly", "ours")] + [("fixed", s) for s in longround.COMPACT_SEEDS])
+    assert plan.from_round0_configs("cifar10") == [] and plan.ablation_configs("cifar10") == []
+    labels = {a for a, _, _ in longround.COMPARISONS} | {b for _, b, _ in longround.COMPARISONS}
+    assert labels <= {"firefly", "ours", "fixed (Firefly's final widths)"}

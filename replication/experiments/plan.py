@@ -53,9 +53,10 @@ class Plan:
     ablation_seed: int | None = 0
     ablation_sample_rows: int = 8
     ablation_scoring_variants: bool = True
+    from_round0: bool = True  # the constraint-from-round-0 follow-up (from_round0_configs) belongs to the study
     cam_layers: tuple[str, ...] = ("last",)  # Grad-CAM layers (analysis/cam.resolve_layer)
     cam_images: int = 500  # test images per model for the Grad-CAM metrics
-    neuron_rows: tuple[str, ...] = STANDARD_NEURON_ROWS  # the models E1-E3 study, by table row
+    neuron_rows: tuple[str, ...] = STANDARD_NEURON_ROWS  # the models E1-E4 study, by table row (none: no E1-E4)
     neuron_definitions: tuple[str, ...] = ("absolute",)  # hyper/hypo definitions (analysis/neurons.DEFINITIONS)
     adapt_definition: str = "absolute"  # E4 selects hyper/hypo channels by this definition
     adapt_seeds: int | None = None  # E4 adapts the models of this many seeds per method (None: every seed)
@@ -108,6 +109,8 @@ class Plan:
     def from_round0_configs(self, dataset: str = "cifar10", seeds=None) -> list[Config]:
         """Firefly, ours, and ours with the constraint also in the first round, on every seed: the follow-up test
         of the largest single-seed effect in the ablations (docs/results.md)."""
+        if not self.from_round0:
+            return []
         base = self.base_config(dataset)
         ours = base.replace(method="ours", lambda_sim=self.lambda_sim)
         return [c.replace(seed=s) for s in (tuple(seeds) if seeds else self.seeds)
