@@ -10,46 +10,35 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from replication.experiments import fulldata  # noqa: E402
 from replication.config import Config  # noqa: E402
 from replication.experiments import plan  # noqa: E402
 from replication.growth.registry import method_label  # noqa: E402
 from replication.train import round0_path  # noqa: E402
 
 
-def fulldata_remaining(records: list[dict], own_s: dict[str, float], round0_s: list[float]) -> tuple[int, float]:
-    """(runs left, estimated CPU seconds) of the fulldata plan: each missing run at the mean own time of the finished
-    runs with its method label (growing runs: any growing run's mean), plus one shared round 0 per new seed."""
-    base = fulldata.PLAN.base_config("cifar10")
-    done = {r["config_key"] for r in records}
-    lam = fulldata.chosen_lambda([r for r in records if r["config"]["seed"] in fulldata.SWEEP_SEEDS])
-    plan = (fulldata.sweep_configs(base) + fulldata.independent_configs(base) + fulldata.ours_configs(base, lam)
-            + fulldata.ablation_configs(base))
-    followups = [c.replace(method="fixed", start_width=None) for c in plan
-                 if c.method == "firefly" and c.firefly_score_at == "full" and c.seed in fulldata.OTHER_SEEDS]
+def remaining(study, records: list[dict], own_s: dict[str, float], round0_s: list[float]) -> tuple[int, float]:
+    """(runs left, estimated CPU seconds) of a study: each missing run (`Plan.missing`) at the mean own time of the
+    finished runs with its method label (else any growing run's mean; a fixed net at Firefly's widths: Firefly's),
+    plus one shared round 0 per seed that has none yet. Follow-ups of runs not yet trained are not counted."""
     by_label: dict[str, list[float]] = {}
     for r in records:
         by_label.setdefault(method_label(r["config"]), []).append(own_s[r["name"]])
-    growing = [v for k, vs in by_label.items() if not k.startswith("fixed") for v in vs]
-
+    growing = [v for k, vs in by_label.items() if not k.startswith("fixed") for v in vs] or list(own_s.values())
     mean_round0 = sum(round0_s) / len(round0_s) if round0_s else 0.0
 
-    def estimate(label: str) -> float:
+    def estimate(c: Config) -> float:
+        label = method_label(c)
         if label == "fixed (compact)" and label not in by_label:  # its later rounds have round 0's widths
-            return (base.rounds - 1) * mean_round0
-        if label == "ours (from round 0)" and label not in by_label:  # no shared round 0: it trains its own
+            return (c.rounds - 1) * mean_round0
+        if round0_path(c, study.results_dir()) is None and label not in by_label:  # it trains its own round 0
             return sum(growing) / len(growing) + mean_round0
         vs = by_label.get(label) or (by_label.get("firefly") if label.startswith("fixed (Firefly") else None) or growing
         return sum(vs) / len(vs)
-    missing = [c for c in plan if c.key() not in done]
-    done_followups = {r["config"]["seed"] for r in records if method_label(r["config"]).startswith("fixed (Firefly")}
-    left_followups = [c for c in followups if c.seed not in done_followups]
-    seconds = sum(estimate(method_label(c)) for c in missing)
-    seconds += len(left_followups) * estimate("fixed (Firefly's final widths)")
-    rdir = fulldata.PLAN.results_dir()
-    new_round0 = {round0_path(c, rdir) for c in missing if round0_path(c, rdir)}
+    missing = study.missing()
+    seconds = sum(estimate(c) for c in missing)
+    new_round0 = {round0_path(c, study.results_dir()) for c in missing if round0_path(c, study.results_dir())}
     seconds += sum(not os.path.isfile(p) for p in new_round0) * mean_round0
-    return len(missing) + len(left_followups), seconds
+    return len(missing), seconds
 
 
 def main(preset: str = "fulldata", jobs: int = 2) -> None:
@@ -79,8 +68,8 @@ def main(preset: str = "fulldata", jobs: int = 2) -> None:
           f"({sum(shared_round0.values()):.0f} s)")
     print(f"CPU time (one thread per run): {total / 3600:.2f} h; wall time with {jobs} processes: "
           f"{total / 3600 / jobs:.2f} h (if the pool were always full)")
-    if plan(preset) is fulldata.PLAN:
-        n, left = fulldata_remaining(records, own_s, list(shared_round0.values()))
+    n, left = remaining(plan(preset), records, own_s, list(shared_round0.values()))
+    if n:
         print(f"left of the plan: {n} runs, ~{left / 3600:.2f} CPU-h (mean own time of finished runs of the same "
               f"kind) -> ~{left / 3600 / jobs:.2f} h wall; projected study total ~{(total + left) / 3600 / jobs:.2f} h "
               f"wall, before the analyses and the runs in progress' lost epochs")

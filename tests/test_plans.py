@@ -181,3 +181,14 @@ def test_the_long_round_study_waits_for_its_precision_then_is_fulldata_with_roun
     assert plan.from_round0_configs("cifar10") == [] and plan.ablation_configs("cifar10") == []
     labels = {a for a, _, _ in longround.COMPARISONS} | {b for _, b, _ in longround.COMPARISONS}
     assert labels <= {"firefly", "ours", "fixed (Firefly's final widths)"}
+
+
+def test_a_plan_names_the_runs_it_still_lacks(tmp_path):
+    """`Plan.missing` (make study-time's remaining runs): everything at first, then nothing once the study ran,
+    follow-ups included; data sets that are not here are left out, as train_all leaves them."""
+    tiny = experiments.plan("smoke").replace(seeds=(0,), datasets=("cifar10",), ablation_seed=None,
+                                             from_round0=False)
+    root = str(tmp_path)
+    assert set(tiny.missing(root)) == set(tiny.main_configs("cifar10"))
+    tiny.train_all(jobs=1, root=root, log=lambda *a: None)
+    assert tiny.missing(root) == []

@@ -88,7 +88,7 @@ class Bf16CheckPlan(Plan):
 PLAN = Bf16CheckPlan(
     name="bf16check", config=FULLDATA.replace(precision="bf16"), seeds=SEEDS, datasets=("cifar10",),
     description="fulldata in bf16 autocast, Firefly and ours on seeds 0-2: the pre-registered bf16 check",
-    ablation_seed=None, trains_in_figures=False,
+    ablation_seed=None, from_round0=False, trains_in_figures=False,
     # Its question is the rule's: the main table and the check render; no Grad-CAM, similarity-over-rounds or
     # hyper/hypo analyses of these runs.
     skipped_notebooks=("02_cifar100_table.ipynb", "03_gradcam.ipynb", "06_ablations.ipynb", "07_neurons.ipynb"))

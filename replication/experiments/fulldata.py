@@ -215,11 +215,16 @@ class FulldataPlan(Plan):
             cfgs += rows
         parts.update(lambda_sim=lam, lambda_ext=lam_ext,
                      lambda_ext_rows=[found[c.key()] for c in rows or [] if c.key() in found],
-                     missing=[c.name() for c in dict.fromkeys(cfgs) if c.key() not in found])
+                     missing_configs=[c for c in dict.fromkeys(cfgs) if c.key() not in found])
+        parts["missing"] = [c.name() for c in parts["missing_configs"]]
         if not train and not IN_PROGRESS and (parts["missing"] or lam_ext is None):
             raise FileNotFoundError(f"{len(parts['missing'])} run(s) of the fulldata plan missing from {rdir}: "
                                     f"{parts['missing']}")
         return parts
+
+    def missing(self, root: str = RESULTS_ROOT) -> list[Config]:
+        """Its runs not stored yet (the lambda_ext row's too, once lambda_ext is known)."""
+        return self.parts(root=root, log=lambda *a: None, train=False)["missing_configs"]
 
     def ours_lambda(self, root: str = RESULTS_ROOT) -> float:
         """Chosen by the first pre-registered rule from the sweep's records."""

@@ -173,6 +173,17 @@ class Plan:
         ensure(cfgs, self.results_dir(root), jobs, log, then=self.follow_ups, runner=runner)
         return available
 
+    def missing(self, root: str = RESULTS_ROOT) -> list[Config]:
+        """The runs of the study not stored yet, on the data sets that are here (as `train_all` trains them): its
+        declared runs and the follow-ups of the stored ones (those of runs not yet trained are not known yet)."""
+        from ..records import load_cached
+        rdir = self.results_dir(root)
+        declared = [c for ds in self.datasets if self.dataset_available(ds) for c in self.main_configs(ds)]
+        declared += self.ablation_configs("cifar10") + self.from_round0_configs("cifar10")
+        stored = [r for r in (load_cached(c, rdir) for c in declared) if r is not None]
+        followed = [f for r in stored for f in self.follow_ups(r)]
+        return [c for c in dict.fromkeys(declared + followed) if load_cached(c, rdir) is None]
+
     # --- rendering ---
     def readme_section(self, dataset: str, what: str = "main") -> str | None:
         """The README marker a table of this study is rendered into (None: not in the README)."""
