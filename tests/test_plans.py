@@ -192,3 +192,25 @@ def test_a_plan_names_the_runs_it_still_lacks(tmp_path):
     assert set(tiny.missing(root)) == set(tiny.main_configs("cifar10"))
     tiny.train_all(jobs=1, root=root, log=lambda *a: None)
     assert tiny.missing(root) == []
+
+
+def test_two_studies_side_by_side_pair_each_comparison_and_row():
+    """Issue 21's report: the 8- and 24-epoch studies' comparisons and rows next to each other."""
+    from replication.config import FULLDATA
+
+    def rec(cfg, acc):
+        return {"config": cfg.result_fields(), "config_key": cfg.key(), "wall_time_s": 1.0,
+                "final": {"test_acc": acc, "params": 1000, "flops": 2e6, "train_flops": 3e12}}
+    ff, ours = FULLDATA.replace(method="firefly"), FULLDATA.replace(method="ours", lambda_sim=1.0)
+    short = [rec(ff.replace(seed=s), 0.78) for s in range(5)] + [rec(ours.replace(seed=s), 0.785 + 0.001 * s)
+                                                                 for s in range(5)]
+    long = [rec(ff.replace(seed=s, epochs_per_round=24), 0.85) for s in range(5)] + [
+        rec(ours.replace(seed=s, epochs_per_round=24), 0.85 + 0.0001 * (s - 2)) for s in range(5)]
+    cmp = [("ours", "firefly", "q"), ("random", "firefly", "only in one")]
+    both = tables.side_by_side({"8 epochs": {"records": short, "comparisons": cmp, "min_seeds": 5},
+                                "24 epochs": {"records": long, "comparisons": cmp[:1], "min_seeds": 5}})
+    assert list(both["study"]) == ["8 epochs", "24 epochs"] and set(both["A − B"]) == {"ours − firefly"}
+    assert list(both["verdict"]) == ["A above B", "no difference shown (the interval includes 0)"]
+    rows = tables.rows_side_by_side({"8 epochs": short, "24 epochs": long}, ["firefly", "ours"])
+    assert list(zip(rows["method"], rows["study"])) == [("firefly", "8 epochs"), ("firefly", "24 epochs"),
+                                                        ("ours", "8 epochs"), ("ours", "24 epochs")]

@@ -46,6 +46,11 @@ class LongRoundPlan(Plan):
                  base.replace(method="ours", lambda_sim=fulldata.PLAN.lambda_sim, seed=s)]
                 + ([base.replace(method="fixed", seed=s)] if s in COMPACT_SEEDS else [])]
 
+    def main_records(self, dataset: str, seeds=None, jobs: int = 1, root: str = RESULTS_ROOT, log=print,
+                     train: bool = True) -> list[dict]:
+        """Stored records only: its runs (hours) train through `make results PRESET=longround`."""
+        return super().main_records(dataset, seeds, jobs, root, log, train=False)
+
     def comparisons(self, root: str = RESULTS_ROOT, log=print) -> dict:
         from ..records import load_cached
         records = self.main_records("cifar10", root=root, train=False)
@@ -61,4 +66,5 @@ PLAN = LongRoundPlan(
     cam_layers=("last", "last 4x4"),  # as fulldata: the last conv and the last layer with 4x4 maps
     neuron_rows=(),  # no hyper/hypo analyses: its question is the verdicts' dependence on round length
     trains_in_figures=False,  # hours of CPU: `make results PRESET=longround` trains, figures only render
+    beside="fulldata",  # its report: each comparison and row next to the 8-epoch study's
     skipped_notebooks=("02_cifar100_table.ipynb", "06_ablations.ipynb", "07_neurons.ipynb"))

@@ -66,6 +66,7 @@ class Plan:
     skipped_notebooks: tuple[str, ...] = ()  # notebooks `make figures` leaves out for this study
     default_jobs: int = 2  # processes when a notebook's `jobs` is 0
     from_round0_in_main: bool = False  # the constraint-from-round-0 rows are part of the main table
+    beside: str | None = None  # a study whose comparisons and rows render next to this one's (notebook 01)
 
     def replace(self, **changes) -> "Plan":
         return dataclasses.replace(self, **changes)

@@ -107,6 +107,36 @@ def render_comparisons(compared: dict, dataset: str, plan_name: str) -> tuple:
     return table, caption, f"{caption}\n\n{table.to_markdown(index=False)}"
 
 
+def side_by_side(compared: dict[str, dict]) -> "pd.DataFrame":
+    """The comparisons two or more studies declare, row by row: for each comparison (A − B) that every study makes,
+    each study's paired seeds, difference, 95 % interval and verdict; `compared` maps a study's name to its plan's
+    `comparisons()` (e.g. the 8- and the 24-epoch rounds of issue 21)."""
+    import pandas as pd
+    tables = {name: comparisons_table(c["records"], c["comparisons"], c["min_seeds"]).set_index("A − B")
+              for name, c in compared.items()}
+    shared = [row for row in next(iter(tables.values())).index if all(row in t.index for t in tables.values())]
+    rows = []
+    for row in shared:
+        for name, t in tables.items():
+            rows.append({"A − B": row, "study": name, **t.loc[row, ["paired seeds", "difference (pp)",
+                                                                    "95 % CI (pp)", "verdict"]].to_dict()})
+    return pd.DataFrame(rows)
+
+
+def rows_side_by_side(records: dict[str, list[dict]], labels) -> "pd.DataFrame":
+    """Per table row in `labels` and study: seeds, params, inference MFLOPs, training TFLOPs and top-1, from each
+    study's main table (`records` maps a study's name to its main-table records)."""
+    import pandas as pd
+    out = []
+    for name, recs in records.items():
+        table = main_table(recs)[0].set_index("method")
+        for label in labels:
+            if label in table.index:
+                out.append({"method": label, "study": name, **table.loc[label].to_dict()})
+    return pd.DataFrame(out).sort_values(["method", "study"], key=lambda c: c.map(
+        {v: i for i, v in enumerate(list(labels) + list(records))})).reset_index(drop=True)
+
+
 def render_checks(checked: dict, plan_name: str) -> tuple:
     """(runs table, paired table, markdown) of a study's pre-registered check (a plan's `checks`)."""
     import pandas as pd
