@@ -19,7 +19,7 @@ export REPLICATION_DATA ?= $(CURDIR)/data
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
-	@echo "variables: PRESET=smoke|quick|fulldata|paper (default quick), JOBS=2 (parallel runs), EXECUTOR=inline|local|slurm, EXECUTOR_ARGS, DEVICE=cuda (gpu-check)"
+	@echo "variables: PRESET=a study of replication/experiments/ (smoke, quick, fulldata, paper, bf16check, longround; default quick), JOBS=2 (parallel runs), EXECUTOR=inline|local|slurm, EXECUTOR_ARGS, DEVICE=cuda (gpu-check)"
 
 $(STAMP): requirements.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "python >= 3.10 needed")'
@@ -57,7 +57,7 @@ bench: $(STAMP) data  ## print throughput and overhead figures (benchmarks/, not
 gpu-check: $(STAMP) data  ## on a CUDA machine: cuda vs cpu, img/s per precision, a growth step, paper-study projection
 	$(PY) benchmarks/gpu_check.py --device $(DEVICE)
 
-paper-dry: $(STAMP) data  ## the paper schedule's 11 rounds on CPU, shortened (Firefly + ours, ~20 min): per-round table
+paper-dry: $(STAMP) data  ## the paper schedule's 11 rounds on CPU, shortened (Firefly + ours, ~6 min): per-round table
 	$(PY) benchmarks/paper_dry.py --jobs $(JOBS)
 
 study-time: $(STAMP)  ## CPU and wall time of a study's committed runs (STUDY=fulldata, JOBS=2)

@@ -281,7 +281,7 @@ def _records(cfgs, rdir, jobs, log, train, runner) -> dict[str, dict]:
 
 PLAN = FulldataPlan(
     name="fulldata", config=FULLDATA, seeds=MAIN_SEEDS, datasets=("cifar10",),
-    description="all of CIFAR-10, 3 rounds x 8 epochs (~10 CPU-hours)",
+    description="all of CIFAR-10, 3 rounds x 8 epochs (hours of CPU)",
     cam_layers=("last", "last 4x4"),  # the 2x2 maps of the last conv are coarse: also the last layer with 4x4 maps
     # Firefly and ours of its paired seeds, with the relative definition beside the absolute one (on short
     # schedules few channels pass the absolute thresholds, so E2-E4 would compare near-empty sets), and E4
