@@ -14,7 +14,7 @@ is what it is, is told in docs/results.md next to the numbers. The plan:
 - ablation: Firefly scored as this project first did (g = 0, candidates off) on ABLATION_SEEDS;
 - the constraint on other growth (`constrained_baselines`): Firefly scored at g = 0 and random growth, each with the
   constraint at the chosen lambda, on CONSTRAINED_SEEDS, paired with the same growth without it;
-- equal training compute (`equal_compute_fixed`): the fixed net at the widths of each Firefly run of EQUAL_COMPUTE_SEEDS,
+- equal training compute (`fixed_at_equal_compute`): the fixed net at the widths of each Firefly run of EQUAL_COMPUTE_SEEDS,
   trained from scratch in ONE round of Firefly's lr rule (milestones at 1/2 and 3/4 of the round, shift -1), for the
   whole number of epochs whose training FLOPs come closest to those of that Firefly run (within +-10 %);
 - lambda past its grid, pre-registered before any of its runs: LAMBDA_EXT_GRID on LAMBDA_EXT_SEEDS. **lambda_ext is
