@@ -47,9 +47,9 @@ class Plan:
     datasets: tuple[str, ...] = ("cifar10", "cifar100")  # main tables; the analyses use CIFAR-10
     lambda_sim: float = DEFAULT_LAMBDA_SIM  # lambda of "ours" in every table of the study
     main_rows: tuple[dict, ...] = STANDARD_MAIN_ROWS
-    # Ablations (None: the study has none): on one seed, with Firefly beside them; rows per layer of the row-sampled constraint (our choice:
-    # a third to a half of a typical layer's rows), and Firefly's scoring variants (left out where the candidate
-    # passes are too short for them to be more than noise).
+    # Ablations on one seed (None: the study has none), with Firefly beside them; rows per layer of the row-sampled
+    # constraint (our choice: a third to a half of a typical layer's rows), and Firefly's scoring variants (left
+    # out where the candidate passes are too short for them to be more than noise).
     ablation_seed: int | None = 0
     ablation_sample_rows: int = 8
     ablation_scoring_variants: bool = True
