@@ -195,10 +195,12 @@ def test_fulldata_study_trains_the_sweep_first_then_every_other_run_in_one_pool(
     parts = fulldata.PLAN.parts(root=str(tmp_path), log=lambda *a: None)
     assert parts["lambda_sim"] == max(fulldata.LAMBDA_SWEEP)  # the fake accuracies rise with lambda
     assert parts["lambda_ext"] == max(fulldata.LAMBDA_EXT_GRID)
-    assert len(calls) == 3 and {c.method for c in calls[0]} == {"ours", "firefly", "random", "fixed"}
+    assert len(calls) == 2 and {c.method for c in calls[0]} == {"ours", "firefly", "random", "fixed"}
     assert {c.method for c in calls[1]} == {"ours", "firefly", "random", "fixed"}
-    assert {(c.method, c.lambda_sim) for c in calls[2]} == {("ours", max(fulldata.LAMBDA_EXT_GRID))}
-    assert {c.seed for c in calls[2]} == set(fulldata.MAIN_SEEDS)
+    # the lambda_ext row is no call of its own: it joins the pool as a follow-up of the grid's last run
+    rows = parts["lambda_ext_rows"]
+    assert {(r["config"]["method"], r["config"]["lambda_sim"]) for r in rows} == {("ours", max(fulldata.LAMBDA_EXT_GRID))}
+    assert {r["config"]["seed"] for r in rows} == set(fulldata.MAIN_SEEDS)
     assert [r["config"]["firefly_score_at"] for r in parts["ablations"]] == ["zero"] * len(fulldata.ABLATION_SEEDS)
     ours = [r for r in parts["main"] if r["config"]["method"] == "ours"]
     assert len(ours) == 2 * len(fulldata.MAIN_SEEDS) + len(fulldata.FROM_ROUND0_EXTRA_SEEDS)
@@ -224,7 +226,7 @@ def test_fulldata_study_with_a_stored_sweep_trains_everything_in_one_pool(monkey
     monkeypatch.setattr(fulldata, "load_cached", lambda c, rdir: stored.get(c))
     calls.clear()
     one_pool = fulldata.PLAN.parts(root=str(tmp_path), log=lambda *a: None)
-    assert len(calls) == 2  # every known run, then the row that lambda_ext names
+    assert len(calls) == 1  # every known run, the row that lambda_ext names joining as a follow-up
     assert {k: sorted(r["name"] for r in v) if isinstance(v, list) else v for k, v in one_pool.items()} == {
         k: sorted(r["name"] for r in v) if isinstance(v, list) else v for k, v in two_phase.items()}
 
@@ -246,6 +248,22 @@ def test_fulldata_renders_while_in_progress_and_refuses_a_missing_run_once_compl
     monkeypatch.setattr(fulldata, "IN_PROGRESS", False)
     with pytest.raises(FileNotFoundError, match="missing"):
         fulldata.PLAN.parts(root=str(tmp_path), log=lambda *a: None, train=False)
+
+
+def test_fulldata_lambda_ext_row_follows_the_grid_last_run_once_and_only_past_the_first_lambda():
+    """The pool's `then` names the lambda_ext row when the sixth run of the grid lands (in any order, each record
+    seen any number of times), not before; and none when lambda_ext is the main table's lambda."""
+    from replication.experiments import fulldata
+    base = experiments.plan("fulldata").base_config("cifar10")
+    grid = fulldata.lambda_ext_configs(base)
+    for best, expect in ((10.0, fulldata.lambda_ext_row_configs(base, 10.0, 1.0)), (1.0, [])):
+        then = fulldata.PlanFollowUps(base, 1.0)
+        records = [{**_fake_record(c), "final": {"test_acc": 0.8 if c.lambda_sim == best else 0.7}} for c in grid]
+        seen = [then(r) for r in records[:-1] + records[:2]]
+        assert seen == [[]] * len(seen)
+        assert then(records[-1]) == expect and then(records[0]) == expect
+    firefly = _fake_record(base.replace(method="firefly", seed=0))
+    assert fulldata.PlanFollowUps(base, 1.0)(firefly) == fulldata.follow_ups(firefly)
 
 
 def test_fulldata_lambda_ext_rule_breaks_ties_downwards_and_adds_a_row_only_past_the_first_lambda():

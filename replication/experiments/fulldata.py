@@ -29,7 +29,7 @@ the constraint-from-round-0 runs and the fixed nets at explicit widths train the
 from __future__ import annotations
 
 from ..config import FULLDATA, LAMBDA_SWEEP, Config
-from ..growth.fixed import is_equal_compute  # noqa: F401 (the equal-compute row's test, used by the plan below)
+from ..growth.fixed import is_equal_compute
 from ..growth.registry import method_label
 from ..records import load_cached
 from ..runs.pool import ensure, stored_records
@@ -169,6 +169,25 @@ def follow_ups(record: dict) -> list[Config]:
             + ([fixed_at_equal_compute(record)] if seed in EQUAL_COMPUTE_SEEDS else []))
 
 
+class PlanFollowUps:
+    """The plan's `then` for the pool: each Firefly run's fixed nets (follow_ups), and, as soon as the last run of the
+    extended lambda grid has landed, the lambda_ext row (none when lambda_ext is the main table's lambda), so that
+    its runs join the pool that is running instead of waiting for it to drain. It sees every record the pool
+    stores or finds stored, and keeps the grid's by config key."""
+
+    def __init__(self, base: Config, lambda_sim: float):
+        self.grid = {c.key() for c in lambda_ext_configs(base)}
+        self.base, self.lambda_sim, self.landed = base, lambda_sim, {}
+
+    def __call__(self, record: dict) -> list[Config]:
+        if record["config_key"] not in self.grid:
+            return follow_ups(record)
+        self.landed[record["config_key"]] = record
+        if len(self.landed) < len(self.grid):
+            return []
+        return lambda_ext_row_configs(self.base, lambda_ext(list(self.landed.values())), self.lambda_sim)
+
+
 def start_order(cfg: Config) -> int:
     """The sweeps first (their lambdas unblock runs), then the longest runs."""
     if cfg.seed in SWEEP_SEEDS + LAMBDA_EXT_SEEDS:
@@ -198,8 +217,10 @@ class FulldataPlan(Plan):
         plan = {"sweep": sweep, "lambda_ext_sweep": lambda_ext_configs(base),
                 "main": independent + ours_configs(base, lam), "ablations": ablation_configs(base),
                 "constrained": constrained_baselines(base, lam)}
-        # One pool takes every run whose config is known, so that no process idles between the parts.
-        found = _records([c for part in plan.values() for c in part], rdir, jobs, log, train, runner)
+        # One pool takes every run whose config is known, so that no process idles between the parts; the lambda_ext
+        # row joins it as the follow-up of the grid's last run.
+        found = _records([c for part in plan.values() for c in part], rdir, jobs, log, train, runner,
+                         then=PlanFollowUps(base, lam))
         parts = {name: [found[c.key()] for c in cfgs if c.key() in found] for name, cfgs in plan.items()}
         followed = [f for r in parts["main"] for f in follow_ups(r)]
         parts["equal_compute"] = []
@@ -211,7 +232,6 @@ class FulldataPlan(Plan):
             lam_ext = lambda_ext(parts["lambda_ext_sweep"])
             log(f"lambda_ext chosen by the pre-registered rule on seeds {LAMBDA_EXT_SEEDS}: {lam_ext:g}")
             rows = lambda_ext_row_configs(base, lam_ext, lam)
-            found.update(_records(rows, rdir, jobs, log, train, runner))
             cfgs += rows
         parts.update(lambda_sim=lam, lambda_ext=lam_ext,
                      lambda_ext_rows=[found[c.key()] for c in rows or [] if c.key() in found],
@@ -272,12 +292,12 @@ class FulldataPlan(Plan):
         return ["cifar10"]
 
 
-def _records(cfgs, rdir, jobs, log, train, runner) -> dict[str, dict]:
+def _records(cfgs, rdir, jobs, log, train, runner, then=follow_ups) -> dict[str, dict]:
     """{config key: record} of `cfgs` and their follow-ups: trained when missing, else only what is stored."""
     if train:
-        records = ensure(cfgs, rdir, jobs, log, True, then=follow_ups, order=start_order, runner=runner)
+        records = ensure(cfgs, rdir, jobs, log, True, then=then, order=start_order, runner=runner)
     else:
-        records = stored_records(cfgs, rdir, then=follow_ups)
+        records = stored_records(cfgs, rdir, then=then)
     return {r["config_key"]: r for r in records if r is not None}
 
 
