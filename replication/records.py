@@ -122,7 +122,9 @@ def git_state() -> dict:
         return subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10)
     try:
         sha = git("rev-parse", "HEAD")
-        dirty = git("status", "--porcelain", "--untracked-files=no")
+        # The code's state, not the study's outputs: a run resumed from a committed checkpoint rewrites that tracked
+        # file as it trains, which says nothing about the code that trains it.
+        dirty = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results")
         return {"git_sha": sha.stdout.strip() or None, "git_dirty": bool(dirty.stdout.strip())}
     except (OSError, subprocess.SubprocessError):
         return {"git_sha": None, "git_dirty": None}

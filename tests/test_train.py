@@ -209,3 +209,25 @@ def test_an_epoch_reads_back_to_the_host_once(tiny_cfg, synthetic, host_reads):
     reads.clear()
     evaluate(model, synthetic.test_x, synthetic.test_y, 50, "cpu", normalise=synthetic.normalise)
     assert len(reads) == 2  # the loss sum and the correct count, once each
+
+
+def test_git_state_names_the_code_and_ignores_the_study_outputs(tmp_path, monkeypatch):
+    """A committed checkpoint rewritten by the run it belongs to leaves the tree clean; a changed source file does
+    not."""
+    import subprocess
+    from replication import records
+    git = lambda *a: subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *a], cwd=tmp_path,
+                                    check=True, capture_output=True)
+    (tmp_path / "results" / "s" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "results" / "s" / "checkpoints" / "run.pt").write_bytes(b"epoch 1")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    git("init", "-q")
+    git("add", "-A")
+    git("commit", "-qm", "c")
+    monkeypatch.setattr(records, "REPO_ROOT", str(tmp_path))
+    state = records.git_state()
+    assert len(state["git_sha"]) == 40 and state["git_dirty"] is False
+    (tmp_path / "results" / "s" / "checkpoints" / "run.pt").write_bytes(b"epoch 2")
+    assert records.git_state()["git_dirty"] is False
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert records.git_state()["git_dirty"] is True
