@@ -388,3 +388,19 @@ def test_method_labels_tell_every_row_of_the_fulldata_plan_apart():
         labels.setdefault(method_label(c), set()).add(str(sorted(fields.items())))
     assert all(len(v) == 1 for v in labels.values()), {k: len(v) for k, v in labels.items()}
     assert {a for a, _, _ in fulldata.COMPARISONS} | {b for _, b, _ in fulldata.COMPARISONS} <= set(labels)
+
+
+def test_per_run_table_has_one_row_per_run_in_table_order_with_its_round_ends():
+    from replication.report import tables
+    def record(method, seed, accs, **fields):
+        cfg = SMOKE.replace(method=method, seed=seed, **fields)
+        return {"config": cfg.result_fields(), "rounds": [{"test_acc": a} for a in accs],
+                "final": {"test_acc": accs[-1], "params": 2000.0, "flops": 3e6, "train_flops": 4e12}}
+    recs = [record("ours", 1, [0.5, 0.61], lambda_sim=1.0), record("firefly", 1, [0.5, 0.6]),
+            record("firefly", 0, [0.4, 0.55]), record("fixed", 0, [0.3, 0.35])]
+    table = tables.per_run_table(recs)
+    assert list(zip(table["method"], table["seed"])) == [
+        ("fixed (compact)", 0), ("firefly", 0), ("firefly", 1), ("ours", 1)]
+    assert list(table["round ends (%)"]) == ["30.00 → 35.00", "40.00 → 55.00", "50.00 → 60.00", "50.00 → 61.00"]
+    assert list(table["top-1 (%)"]) == pytest.approx([35.0, 55.0, 60.0, 61.0])
+    assert list(table["params (K)"]) == [2.0] * 4 and list(table["train TFLOPs"]) == [4.0] * 4

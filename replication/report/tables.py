@@ -161,6 +161,28 @@ def render_main(records: list[dict], dataset: str, plan_name: str) -> tuple:
     return table, caption, md
 
 
+def per_run_table(records: list[dict]):
+    """One row per run of a main table, in the table's row order then by seed: final size, cost, top-1 and the
+    test top-1 at the end of each round (where each run's gain came from)."""
+    import pandas as pd
+    order = {label: i for i, label in enumerate(ordered_labels([r["config"] for r in records]))}
+    rows = []
+    for r in sorted(records, key=lambda r: (order[method_label(r["config"])], r["config"]["seed"])):
+        f = r["final"]
+        rows.append({"method": method_label(r["config"]), "seed": r["config"]["seed"],
+                     "top-1 (%)": 100 * f["test_acc"], "params (K)": f["params"] / 1e3,
+                     "MFLOPs/img": f["flops"] / 1e6, "train TFLOPs": f["train_flops"] / 1e12,
+                     "round ends (%)": " → ".join(f"{100 * rd['test_acc']:.2f}" for rd in r["rounds"])})
+    return pd.DataFrame(rows)
+
+
+def render_runs(records: list[dict], dataset: str, plan_name: str) -> tuple:
+    """(table, caption) of the runs behind a main table."""
+    caption = (f"The runs behind the {dataset} main table ({plan_name} preset): last-epoch top-1, final parameters, "
+               f"forward MFLOPs per image, cumulative training TFLOPs and the test top-1 at the end of each round.")
+    return per_run_table(records), caption
+
+
 def render_ablations(records: list[dict], plan_name: str) -> tuple:
     table = ablation_table(records)
     seeds = sorted({r["config"]["seed"] for r in records})
