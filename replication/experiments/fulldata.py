@@ -282,8 +282,9 @@ class FulldataPlan(Plan):
                    for r in parts[name]]
         comparisons = list(COMPARISONS)
         if parts["lambda_ext_rows"]:
-            comparisons.append((method_label(parts["lambda_ext_rows"][0]["config"]), "firefly",
-                                "lambda past its first grid (chosen after seeing the first sweep)"))
+            label = method_label(parts["lambda_ext_rows"][0]["config"])
+            comparisons += [(label, "firefly", "lambda past its first grid (chosen after seeing the first sweep)"),
+                            (label, "ours", "lambda_ext against the main table's lambda")]
         return {"records": records, "comparisons": comparisons, "min_seeds": MIN_SEEDS, "missing": parts["missing"]}
 
     def train_all(self, seeds=None, jobs: int = 1, datasets=("cifar10",), root: str = RESULTS_ROOT, log=print,
