@@ -199,7 +199,8 @@ def test_fulldata_study_trains_the_sweep_first_then_every_other_run_in_one_pool(
     assert {c.method for c in calls[1]} == {"ours", "firefly", "random", "fixed"}
     # the lambda_ext row is no call of its own: it joins the pool as a follow-up of the grid's last run
     rows = parts["lambda_ext_rows"]
-    assert {(r["config"]["method"], r["config"]["lambda_sim"]) for r in rows} == {("ours", max(fulldata.LAMBDA_EXT_GRID))}
+    assert {(r["config"]["method"], r["config"]["lambda_sim"]) for r in rows} == {
+        ("ours", max(fulldata.LAMBDA_EXT_GRID))}
     assert {r["config"]["seed"] for r in rows} == set(fulldata.MAIN_SEEDS)
     assert [r["config"]["firefly_score_at"] for r in parts["ablations"]] == ["zero"] * len(fulldata.ABLATION_SEEDS)
     ours = [r for r in parts["main"] if r["config"]["method"] == "ours"]
