@@ -251,6 +251,22 @@ def test_fulldata_renders_while_in_progress_and_refuses_a_missing_run_once_compl
         fulldata.PLAN.parts(root=str(tmp_path), log=lambda *a: None, train=False)
 
 
+def test_fulldata_ablation_table_lists_each_run_of_the_constraint_on_other_growth_beside_its_pair(monkeypatch):
+    """The constrained baselines have no main-table row: the ablation table lists each of their runs, next to the
+    run of the same growth and seed without the constraint that the comparisons pair them with."""
+    from replication.experiments import fulldata
+    monkeypatch.setattr(fulldata, "load_cached", lambda c, rdir: _fake_record(c))
+    monkeypatch.setattr(pool, "load_cached", lambda c, rdir: _fake_record(c))
+    records = fulldata.PLAN.ablation_records(log=lambda *a: None, train=False)
+    lam = max(fulldata.LAMBDA_SWEEP)  # the fake accuracies rise with lambda
+    seen = {(r["config"]["method"], r["config"]["firefly_score_at"], r["config"]["lambda_sim"], r["config"]["seed"])
+            for r in records if r["config"]["sim_from_round"] == 1}
+    for s in fulldata.CONSTRAINED_SEEDS:
+        assert {("random", "full", 0.0, s), ("random", "full", lam, s), ("firefly", "zero", 0.0, s),
+                ("ours", "zero", lam, s)} <= seen
+    assert len({r["config_key"] for r in records}) == len(records)  # no run twice
+
+
 def test_fulldata_lambda_ext_row_follows_the_grid_last_run_once_and_only_past_the_first_lambda():
     """The pool's `then` names the lambda_ext row when the sixth run of the grid lands (in any order, each record
     seen any number of times), not before; and none when lambda_ext is the main table's lambda."""

@@ -260,15 +260,16 @@ class FulldataPlan(Plan):
 
     def ablation_records(self, dataset: str = "cifar10", jobs: int = 1, root: str = RESULTS_ROOT, log=print,
                          train: bool = True) -> list[dict]:
-        """Its lambda sweeps (the first, and the grid extended past it as its runs land) and scoring ablation,
-        with Firefly and ours (constraint from round 1) of the same seeds beside them."""
+        """Its lambda sweeps (the first, and the grid extended past it as its runs land), the scoring ablation and
+        the constraint on other growth (one line per run, where the comparisons table has only their paired
+        means), with Firefly, ours (constraint from round 1) and random growth of the same seeds beside them."""
         parts = self.parts(jobs, root, log, train=False)
-        beside = [r for r in parts["main"] if r["config"]["seed"] in ABLATION_SEEDS
-                  and (r["config"]["method"] == "firefly"
+        beside = [r for r in parts["main"] if r["config"]["seed"] in ABLATION_SEEDS + CONSTRAINED_SEEDS
+                  and (r["config"]["method"] in ("firefly", "random")
                        or (r["config"]["method"] == "ours" and r["config"]["sim_from_round"] == 1))]
         extended = [r for r in parts["lambda_ext_sweep"] if r["config_key"] not in
                     {s["config_key"] for s in parts["sweep"]}]  # seed 100's lambda = 1 is the first sweep's
-        return parts["sweep"] + extended + parts["ablations"] + beside
+        return parts["sweep"] + extended + parts["ablations"] + parts["constrained"] + beside
 
     def from_round0_records(self, dataset: str = "cifar10", seeds=None, jobs: int = 1, root: str = RESULTS_ROOT,
                             log=print, train: bool = True) -> list[dict]:
