@@ -8,6 +8,7 @@ PRESET ?= quick
 SEEDS ?=
 JOBS ?= 2
 STUDY ?= fulldata
+SINCE ?=
 EXECUTOR ?= inline
 EXECUTOR_ARGS ?=
 DEVICE ?= cuda
@@ -60,8 +61,8 @@ gpu-check: $(STAMP) data  ## on a CUDA machine: cuda vs cpu, img/s per precision
 paper-dry: $(STAMP) data  ## the paper schedule's 11 rounds on CPU, shortened (Firefly + ours, ~6 min): per-round table
 	$(PY) benchmarks/paper_dry.py --jobs $(JOBS)
 
-study-time: $(STAMP)  ## CPU and wall time of a study's committed runs (STUDY=fulldata, JOBS=2)
-	$(PY) benchmarks/study_time.py $(STUDY) $(JOBS)
+study-time: $(STAMP)  ## CPU and wall time of a study's committed runs (STUDY=fulldata, JOBS=2, SINCE=a commit)
+	$(PY) benchmarks/study_time.py $(STUDY) $(JOBS) $(SINCE)
 
 lab: $(STAMP)  ## open JupyterLab on localhost in the project's environment (kernel: this venv's python3)
 	$(VENV)/bin/jupyter lab notebooks/ --ip=127.0.0.1 $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)

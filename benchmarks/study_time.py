@@ -1,12 +1,17 @@
 """How much CPU a study's committed runs took, counted once per shared round 0, and the wall time that makes with
 one-thread processes side by side. Prints figures; it is a measurement, not a test.
 
-    python benchmarks/study_time.py [preset] [jobs]      (defaults: fulldata 2)
+    python benchmarks/study_time.py [preset] [jobs] [since]      (defaults: fulldata 2)
+
+`since` (a git revision, e.g. the commit that pre-registered an extension) also prints the part of the study
+trained after it: the runs whose first code stamp is later than that commit, and the shared rounds 0 they trained.
 """
 import glob
 import json
 import os
+import subprocess
 import sys
+from datetime import datetime
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
@@ -41,7 +46,34 @@ def remaining(study, records: list[dict], own_s: dict[str, float], round0_s: lis
     return len(missing), seconds
 
 
-def main(preset: str = "fulldata", jobs: int = 2) -> None:
+def started_utc(record: dict) -> datetime | None:
+    """When the run first trained (its first code stamp); None for records from before the stamps existed."""
+    stamps = record.get("code") or []
+    return datetime.fromisoformat(stamps[0]["time_utc"]) if stamps else None
+
+
+def commit_time(revision: str) -> datetime:
+    out = subprocess.run(["git", "show", "-s", "--format=%cI", revision], capture_output=True, text=True,
+                         cwd=os.path.dirname(os.path.abspath(__file__)))
+    if out.returncode:
+        sys.exit(f"study_time: '{revision}' is not a git revision here: {out.stderr.strip()}")
+    return datetime.fromisoformat(out.stdout.strip())
+
+
+def since_part(records: list[dict], own_s: dict[str, float], round0_of: dict[str, tuple[str, float]],
+               since: datetime) -> tuple[int, float]:
+    """(runs, CPU seconds) trained after `since`: each such run's own time, and each shared round 0 whose first
+    run (by first code stamp) is one of them, once."""
+    after = [r for r in records if (started_utc(r) or since) > since]
+    first: dict[str, dict] = {}
+    for r in sorted((r for r in records if r["name"] in round0_of), key=lambda r: started_utc(r) or since):
+        first.setdefault(round0_of[r["name"]][0], r)
+    names = {r["name"] for r in after}
+    round0 = sum(round0_of[r["name"]][1] for r in first.values() if r["name"] in names)
+    return len(after), sum(own_s[n] for n in names) + round0
+
+
+def main(preset: str = "fulldata", jobs: int = 2, since: str | None = None) -> None:
     records = [json.load(open(p)) for p in sorted(glob.glob(os.path.join(plan(preset).results_dir(), "runs", "*.json")))]
     records = [r for r in records if r.get("status") == "complete"]
     if not records:
@@ -50,6 +82,7 @@ def main(preset: str = "fulldata", jobs: int = 2) -> None:
     shared_round0: dict[str, float] = {}
     own = 0.0
     own_s: dict[str, float] = {}
+    round0_of: dict[str, tuple[str, float]] = {}  # run name -> (its shared round 0, that round's seconds)
     print(f"{'run':58s} {'own s':>8s} {'growth s':>9s} {'top-1':>6s}")
     for r in records:
         round0 = sum(e["time_s"] for e in r["epochs"] if e["round"] == 0)
@@ -60,6 +93,7 @@ def main(preset: str = "fulldata", jobs: int = 2) -> None:
         mine = r["wall_time_s"] - (round0 if is_shared else 0.0)
         if is_shared:
             shared_round0[shared] = round0
+            round0_of[r["name"]] = (shared, round0)
         own += mine
         own_s[r["name"]] = mine
         print(f"{r['name']:58s} {mine:8.0f} {growth:9.0f} {100 * r['final']['test_acc']:6.2f}")
@@ -68,6 +102,10 @@ def main(preset: str = "fulldata", jobs: int = 2) -> None:
           f"({sum(shared_round0.values()):.0f} s)")
     print(f"CPU time (one thread per run): {total / 3600:.2f} h; wall time with {jobs} processes: "
           f"{total / 3600 / jobs:.2f} h (if the pool were always full)")
+    if since:
+        n_after, after_s = since_part(records, own_s, round0_of, commit_time(since))
+        print(f"trained after {since} ({commit_time(since).isoformat()}): {n_after} runs, {after_s / 3600:.2f} CPU-h "
+              f"-> {after_s / 3600 / jobs:.2f} h wall with {jobs} processes (if the pool were always full)")
     n, left = remaining(plan(preset), records, own_s, list(shared_round0.values()))
     if n:
         print(f"left of the plan: {n} runs, ~{left / 3600:.2f} CPU-h (mean own time of finished runs of the same "
@@ -76,4 +114,5 @@ def main(preset: str = "fulldata", jobs: int = 2) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "fulldata", int(sys.argv[2]) if len(sys.argv) > 2 else 2)
+    main(sys.argv[1] if len(sys.argv) > 1 else "fulldata", int(sys.argv[2]) if len(sys.argv) > 2 else 2,
+         sys.argv[3] if len(sys.argv) > 3 else None)
