@@ -61,6 +61,8 @@ COMPARISONS = (
     ("ours (scored at g = 0)", "firefly (scored at g = 0)", "the constraint on the stronger Firefly"),
     ("random + constraint", "random", "the constraint on random growth"),
     ("random", "firefly", "Firefly's selection against random growth"),
+    ("firefly", "fixed (compact)", "growth against the 16-wide net it starts from"),
+    ("random", "fixed (compact)", "the same, with random neurons"),
     ("fixed (Firefly's final widths)", "firefly", "growth against the fixed net at its widths (same schedule)"),
     ("fixed (Firefly's final widths)", "ours", "the same, against ours"),
     ("fixed (Firefly's final widths)", "ours (from round 0)", "the same, against ours from round 0"),

@@ -104,7 +104,7 @@ def render_comparisons(compared: dict, dataset: str, plan_name: str) -> tuple:
     if compared["missing"]:
         caption += (f" The study is in progress: {len(compared['missing'])} run(s) of its plan have not landed "
                     "yet.")
-    return table, caption, f"{caption}\n\n{table.to_markdown(index=False)}"
+    return table, caption, f"{caption}\n\n{to_markdown(table, '.2f')}"
 
 
 def side_by_side(compared: dict[str, dict]) -> "pd.DataFrame":
@@ -218,11 +218,22 @@ def diff_sentence(diff: dict | None) -> str:
             f"{diff['mean_pp']:+.2f} percentage points (95 % CI {ci}).")
 
 
+# Columns of signed text ("+0.58", or "-" when there is nothing to pair): tabulate would read a column of numbers
+# written as text as floats, and print +0.58 as 0.58.
+SIGNED_TEXT_COLUMNS = ("difference (pp)",)
+
+
+def to_markdown(table, floatfmt: str = "g") -> str:
+    """`table` as Markdown, its signed-text columns printed as written."""
+    signed = [i for i, c in enumerate(table.columns) if c in SIGNED_TEXT_COLUMNS]
+    return table.to_markdown(index=False, floatfmt=floatfmt, disable_numparse=signed or False)
+
+
 def write_table(table, name: str, out_dir: str, caption: str = "", floatfmt: str = ".2f") -> dict[str, str]:
     """Write `table` as name.md / name.csv / name.tex; return the paths."""
     os.makedirs(out_dir, exist_ok=True)
     paths = {ext: os.path.join(out_dir, f"{name}.{ext}") for ext in ("md", "csv", "tex")}
-    md = table.to_markdown(index=False, floatfmt=floatfmt)
+    md = to_markdown(table, floatfmt)
     atomic_write_text(paths["md"], (f"{caption}\n\n" if caption else "") + md + "\n")
     atomic_write_text(paths["csv"], table.to_csv(index=False, float_format="%.6g"))
     atomic_write_text(paths["tex"], table.to_latex(index=False, float_format="%.2f", caption=caption or None))
