@@ -38,7 +38,7 @@ from .plan import RESULTS_ROOT, Plan, fixed_at_widths
 
 # True while the runs the plan names are being trained, session after session: renders then show what has landed
 # (and say what is missing) instead of failing; set False once the plan is complete, so that a lost record is an error.
-IN_PROGRESS = True
+IN_PROGRESS = False
 MAIN_SEEDS = (0, 1, 2, 3, 4)
 OTHER_SEEDS = (0, 1, 2, 3, 4)
 ABLATION_SEEDS = (0, 1, 2, 3, 4)
