@@ -103,8 +103,9 @@ def main(preset: str = "fulldata", jobs: int = 2, since: str | None = None) -> N
     print(f"CPU time (one thread per run): {total / 3600:.2f} h; wall time with {jobs} processes: "
           f"{total / 3600 / jobs:.2f} h (if the pool were always full)")
     if since:
-        n_after, after_s = since_part(records, own_s, round0_of, commit_time(since))
-        print(f"trained after {since} ({commit_time(since).isoformat()}): {n_after} runs, {after_s / 3600:.2f} CPU-h "
+        at = commit_time(since)
+        n_after, after_s = since_part(records, own_s, round0_of, at)
+        print(f"trained after {since} ({at.isoformat()}): {n_after} runs, {after_s / 3600:.2f} CPU-h "
               f"-> {after_s / 3600 / jobs:.2f} h wall with {jobs} processes (if the pool were always full)")
     n, left = remaining(plan(preset), records, own_s, list(shared_round0.values()))
     if n:
