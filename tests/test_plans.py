@@ -214,3 +214,16 @@ def test_two_studies_side_by_side_pair_each_comparison_and_row():
     rows = tables.rows_side_by_side({"8 epochs": short, "24 epochs": long}, ["firefly", "ours"])
     assert list(zip(rows["method"], rows["study"])) == [("firefly", "8 epochs"), ("firefly", "24 epochs"),
                                                         ("ours", "8 epochs"), ("ours", "24 epochs")]
+
+
+def test_summaries_side_by_side_interleave_shared_rows_only():
+    """The Grad-CAM summaries of two studies, row by row; a row one study lacks is left out."""
+    import pandas as pd
+    short = pd.DataFrame({"layer": ["last", "last", "last 4x4"], "method": ["Firefly", "ours", "Firefly"],
+                          "coverage": ["0.42", "0.43", "0.24"]})
+    long = pd.DataFrame({"layer": ["last", "last"], "method": ["ours", "Firefly"], "coverage": ["0.50", "0.48"]})
+    both = tables.summaries_side_by_side({"8 epochs": short, "24 epochs": long})
+    assert list(zip(both["method"], both["study"], both["coverage"])) == [
+        ("Firefly", "8 epochs", "0.42"), ("Firefly", "24 epochs", "0.48"),
+        ("ours", "8 epochs", "0.43"), ("ours", "24 epochs", "0.50")]
+    assert list(both.columns) == ["layer", "method", "study", "coverage"]

@@ -137,6 +137,19 @@ def rows_side_by_side(records: dict[str, list[dict]], labels) -> "pd.DataFrame":
         {v: i for i, v in enumerate(list(labels) + list(records))})).reset_index(drop=True)
 
 
+def summaries_side_by_side(summaries: dict[str, "pd.DataFrame"], keys=("layer", "method")) -> "pd.DataFrame":
+    """Tables of the same shape from two or more studies (e.g. `analysis.cam.cam_summary` of the 8- and the
+    24-epoch rounds), interleaved row by row: for each `keys` value that every study has, one row per study."""
+    import pandas as pd
+    keys = list(keys)
+    indexed = {name: t.set_index(keys) for name, t in summaries.items()}
+    first = next(iter(indexed.values()))
+    shared = [k for k in first.index if all(k in t.index for t in indexed.values())]
+    rows = [{**dict(zip(keys, k if isinstance(k, tuple) else (k,))), "study": name, **t.loc[k].to_dict()}
+            for k in shared for name, t in indexed.items()]
+    return pd.DataFrame(rows)
+
+
 def render_checks(checked: dict, plan_name: str) -> tuple:
     """(runs table, paired table, markdown) of a study's pre-registered check (a plan's `checks`)."""
     import pandas as pd
