@@ -183,8 +183,13 @@ def main(argv=None) -> int:
             if plan(args.preset).trains_in_figures:
                 full_study(args.preset, args.seeds, args.jobs, args.datasets.split(","))
             else:
-                print(f"[figures] {args.preset}: rendered from the stored records only; "
-                      f"`make results PRESET={args.preset}` trains what its plan still lacks")
+                # Its notebooks would otherwise train what is missing (hours), unasked, on a render command.
+                missing = plan(args.preset).missing()
+                if missing:
+                    raise ValueError(f"{args.preset}: {len(missing)} run(s) of its plan are not stored yet (first: "
+                                     f"{missing[0].name()}); its figures render from stored records only, and "
+                                     f"`make results PRESET={args.preset}` trains them")
+                print(f"[figures] {args.preset}: rendered from the stored records only")
             run_notebooks(args.preset, args.seeds, args.jobs)
             return 0
         cfg = config_from_args(args)

@@ -42,6 +42,18 @@ def test_comparisons_table_and_readme_match_the_committed_runs():
     assert experiments.plan("quick").comparisons() is None  # only studies that declare comparisons render this table
 
 
+def test_bf16_check_tables_match_the_committed_runs():
+    """The pre-registered bf16 check's committed outcome is what its committed records and fulldata's render to,
+    and it passed (longround.PRECISION was set to bf16 on that outcome)."""
+    from replication.experiments import longround
+    checked = experiments.plan("bf16check").checks()
+    runs, paired, md = tables.render_checks(checked, "bf16check")
+    head = md.split("\n\n")[0]
+    assert _committed("bf16check", "checks_runs.md") == f"{head}\n\n{tables.to_markdown(runs, '.2f')}\n"
+    assert _committed("bf16check", "checks_paired.md") == f"{head}\n\n{tables.to_markdown(paired, '.2f')}\n"
+    assert checked["passed"] and longround.PRECISION == "bf16"
+
+
 @pytest.mark.parametrize("preset", RENDERED)
 def test_ablation_table_matches_the_committed_runs(preset):
     records = experiments.plan(preset).ablation_records("cifar10", train=False)
@@ -49,7 +61,7 @@ def test_ablation_table_matches_the_committed_runs(preset):
     assert _committed(preset, "ablations.md") == f"{caption}\n\n{table.to_markdown(index=False, floatfmt='.4g')}\n"
 
 
-@pytest.mark.parametrize("preset,at_least", [("quick", 15), ("fulldata", 33)])
+@pytest.mark.parametrize("preset,at_least", [("quick", 15), ("fulldata", 33), ("bf16check", 6)])
 def test_every_committed_run_is_complete_and_stamped(preset, at_least):
     rdir = experiments.plan(preset).results_dir()
     files = sorted(glob.glob(os.path.join(rdir, "runs", "*.json")))
@@ -70,7 +82,8 @@ def test_every_committed_run_is_complete_and_stamped(preset, at_least):
 
 def test_each_readme_results_section_has_its_markers():
     readme = open(os.path.join(REPO_ROOT, "README.md")).read()
-    for preset in (name for name, study in experiments.plans().items() if study.readme_sections):
-        marker = experiments.plan(preset).readme_section("cifar10")
-        assert f"<!-- {marker}:start -->" in readme and f"<!-- {marker}:end -->" in readme, marker
+    for study in experiments.plans().values():
+        for what in study.readme_sections:  # every section a plan renders into (main, comparisons, beside)
+            marker = study.readme_section("cifar10", what)
+            assert f"<!-- {marker}:start -->" in readme and f"<!-- {marker}:end -->" in readme, marker
     assert experiments.plan("smoke").readme_section("cifar10") is None  # CI's smoke runs never touch the README

@@ -56,6 +56,21 @@ def test_cli_bad_value_in_a_real_process_exits_2_without_traceback(tmp_path):
     assert proc.stderr.strip().splitlines() == ["error: lambda_sim must be a finite number, got nan"]
 
 
+def test_figures_of_a_render_only_study_with_missing_runs_stop_before_any_notebook(monkeypatch, capsys):
+    """`make figures` of a study that trains only through `make results` (longround) must not train the runs it
+    lacks from inside its notebooks: one error naming them and the command that trains them, exit 2."""
+    from replication import pipeline
+    from replication.experiments import longround
+    first = longround.PLAN.config.replace(method="firefly", seed=0, precision="bf16")
+    monkeypatch.setattr(type(longround.PLAN), "missing", lambda self, root=None: [first, first])
+    monkeypatch.setattr(pipeline, "run_notebooks", lambda *a, **k: pytest.fail("a notebook ran"))
+    monkeypatch.setattr(pipeline, "full_study", lambda *a, **k: pytest.fail("the study trained"))
+    assert cli.main(["figures", "--preset", "longround"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "2 run(s)" in err and first.name() in err
+    assert "make results PRESET=longround" in err
+
+
 @pytest.mark.parametrize("field,value", [("lambda_sim", float("nan")), ("lr", float("inf")),
                                          ("grow_ratio", float("nan")), ("lr_milestones", (0.5, float("nan")))])
 def test_config_rejects_non_finite_floats_and_names_the_field(field, value):

@@ -68,4 +68,5 @@ PLAN = LongRoundPlan(
     neuron_rows=(),  # no hyper/hypo analyses: its question is the verdicts' dependence on round length
     trains_in_figures=False,  # hours of CPU: `make results PRESET=longround` trains, figures only render
     beside="fulldata",  # its report: each comparison and row next to the 8-epoch study's
+    readme_sections={"beside": "longround-beside-fulldata-{dataset}"},  # the README shows that report
     skipped_notebooks=("02_cifar100_table.ipynb", "06_ablations.ipynb", "07_neurons.ipynb"))

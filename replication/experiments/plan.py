@@ -61,7 +61,7 @@ class Plan:
     adapt_definition: str = "absolute"  # E4 selects hyper/hypo channels by this definition
     adapt_seeds: int | None = None  # E4 adapts the models of this many seeds per method (None: every seed)
     adapt_steps: int = 20  # optimiser steps per adaptation, the same for every condition
-    readme_sections: dict = field(default_factory=dict)  # table ("main", "comparisons") -> README marker
+    readme_sections: dict = field(default_factory=dict)  # table ("main", "comparisons", "beside") -> README marker
     trains_in_figures: bool = True  # False: `make figures` renders stored records only (`make results` trains)
     skipped_notebooks: tuple[str, ...] = ()  # notebooks `make figures` leaves out for this study
     default_jobs: int = 2  # processes when a notebook's `jobs` is 0
