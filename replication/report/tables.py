@@ -111,16 +111,9 @@ def side_by_side(compared: dict[str, dict]) -> "pd.DataFrame":
     """The comparisons two or more studies declare, row by row: for each comparison (A − B) that every study makes,
     each study's paired seeds, difference, 95 % interval and verdict; `compared` maps a study's name to its plan's
     `comparisons()` (e.g. the 8- and the 24-epoch rounds of issue 21)."""
-    import pandas as pd
-    tables = {name: comparisons_table(c["records"], c["comparisons"], c["min_seeds"]).set_index("A − B")
-              for name, c in compared.items()}
-    shared = [row for row in next(iter(tables.values())).index if all(row in t.index for t in tables.values())]
-    rows = []
-    for row in shared:
-        for name, t in tables.items():
-            rows.append({"A − B": row, "study": name, **t.loc[row, ["paired seeds", "difference (pp)",
-                                                                    "95 % CI (pp)", "verdict"]].to_dict()})
-    return pd.DataFrame(rows)
+    columns = ["A − B", "paired seeds", "difference (pp)", "95 % CI (pp)", "verdict"]
+    return summaries_side_by_side({name: comparisons_table(c["records"], c["comparisons"], c["min_seeds"])[columns]
+                                   for name, c in compared.items()}, keys=("A − B",))
 
 
 def rows_side_by_side(records: dict[str, list[dict]], labels) -> "pd.DataFrame":
