@@ -71,6 +71,17 @@ def test_figures_of_a_render_only_study_with_missing_runs_stop_before_any_notebo
     assert "make results PRESET=longround" in err
 
 
+def test_gradcam_metrics_of_a_render_only_study_never_train_a_missing_run(tmp_path, monkeypatch):
+    """The same guard one level down: notebook 03 run directly (papermill, jupyter) computes the Grad-CAM metrics
+    of a render-only study; a missing run is an error there, not hours of training."""
+    from replication.analysis import cam
+    from replication.experiments import longround
+    from replication.runs import pool
+    monkeypatch.setattr(pool, "_worker", lambda *a, **k: pytest.fail("a run trained"))
+    with pytest.raises(FileNotFoundError, match="run\\(s\\) missing"):
+        cam.metrics_study(longround.PLAN, "cifar10", seeds=(0,), root=str(tmp_path))
+    assert not os.path.exists(os.path.join(str(tmp_path), "longround", "cam_metrics_cifar10.csv"))
+
 @pytest.mark.parametrize("field,value", [("lambda_sim", float("nan")), ("lr", float("inf")),
                                          ("grow_ratio", float("nan")), ("lr_milestones", (0.5, float("nan")))])
 def test_config_rejects_non_finite_floats_and_names_the_field(field, value):

@@ -155,7 +155,8 @@ def metrics_study(plan, dataset: str, seeds=None, layers=None, n_images: int | N
     key = "|".join([c.key() for _, c in items] + [str(layers), str(n_images), f"road_seed={ROAD_NOISE_SEED}"])
 
     def compute():
-        ensure([c for _, c in items], rdir, jobs)
+        # A render-only study (its runs train through `make results`) must not train from inside a notebook
+        ensure([c for _, c in items], rdir, jobs, train=plan.trains_in_figures)
         ds = load_dataset(items[0][1])
         images = pick_images(ds.test_y, max(1, n_images // ds.num_classes))
         shared = {"ds": ds, "images": images, "rdir": rdir, "layers": layers}
