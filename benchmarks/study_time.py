@@ -21,29 +21,44 @@ from replication.growth.registry import method_label  # noqa: E402
 from replication.train import round0_path  # noqa: E402
 
 
+def last_round_epoch_s(records: list[dict], label: str) -> float | None:
+    """Mean seconds of one epoch in the last round of the finished runs with `label`: a fixed net at a grown run's
+    final widths trains every epoch at about that cost."""
+    times = [e["time_s"] for r in records if method_label(r["config"]) == label
+             for e in r["epochs"] if e["round"] == max(x["round"] for x in r["epochs"])]
+    return sum(times) / len(times) if times else None
+
+
 def remaining(study, records: list[dict], own_s: dict[str, float], round0_s: list[float]) -> tuple[int, float]:
     """(runs left, estimated CPU seconds) of a study: each missing run (`Plan.missing`) at the mean own time of the
-    finished runs with its method label (else any growing run's mean; a fixed net at Firefly's widths: Firefly's),
-    plus one shared round 0 per seed that has none yet. Follow-ups of runs not yet trained are not counted."""
+    finished runs with its method label (else any growing run's mean; a fixed net at Firefly's widths: its epochs at
+    Firefly's last-round epoch time), plus one shared round 0 per seed that has none yet. A missing run whose
+    follow-ups are not known yet (they depend on its result) counts the follow-ups of a finished run of its kind."""
     by_label: dict[str, list[float]] = {}
     for r in records:
         by_label.setdefault(method_label(r["config"]), []).append(own_s[r["name"]])
     growing = [v for k, vs in by_label.items() if not k.startswith("fixed") for v in vs] or list(own_s.values())
     mean_round0 = sum(round0_s) / len(round0_s) if round0_s else 0.0
+    firefly_epoch_s = last_round_epoch_s(records, "firefly")
 
     def estimate(c: Config) -> float:
         label = method_label(c)
         if label == "fixed (compact)" and label not in by_label:  # its later rounds have round 0's widths
             return (c.rounds - 1) * mean_round0
+        if label.startswith("fixed (Firefly") and label not in by_label and firefly_epoch_s is not None:
+            return c.rounds * c.epochs_per_round * firefly_epoch_s
         if round0_path(c, study.results_dir()) is None and label not in by_label:  # it trains its own round 0
             return sum(growing) / len(growing) + mean_round0
         vs = by_label.get(label) or (by_label.get("firefly") if label.startswith("fixed (Firefly") else None) or growing
         return sum(vs) / len(vs)
     missing = study.missing()
-    seconds = sum(estimate(c) for c in missing)
+    finished_of = {method_label(r["config"]): r for r in records}
+    unknown = [f for c in missing if method_label(c) in finished_of
+               for f in study.follow_ups(finished_of[method_label(c)])]
+    seconds = sum(estimate(c) for c in missing + unknown)
     new_round0 = {round0_path(c, study.results_dir()) for c in missing if round0_path(c, study.results_dir())}
     seconds += sum(not os.path.isfile(p) for p in new_round0) * mean_round0
-    return len(missing), seconds
+    return len(missing) + len(unknown), seconds
 
 
 def started_utc(record: dict) -> datetime | None:
@@ -74,7 +89,8 @@ def since_part(records: list[dict], own_s: dict[str, float], round0_of: dict[str
 
 
 def main(preset: str = "fulldata", jobs: int = 2, since: str | None = None) -> None:
-    records = [json.load(open(p)) for p in sorted(glob.glob(os.path.join(plan(preset).results_dir(), "runs", "*.json")))]
+    paths = sorted(glob.glob(os.path.join(plan(preset).results_dir(), "runs", "*.json")))
+    records = [json.load(open(p)) for p in paths]
     records = [r for r in records if r.get("status") == "complete"]
     if not records:
         print(f"no complete run in {plan(preset).results_dir()}")
@@ -109,9 +125,9 @@ def main(preset: str = "fulldata", jobs: int = 2, since: str | None = None) -> N
               f"-> {after_s / 3600 / jobs:.2f} h wall with {jobs} processes (if the pool were always full)")
     n, left = remaining(plan(preset), records, own_s, list(shared_round0.values()))
     if n:
-        print(f"left of the plan: {n} runs, ~{left / 3600:.2f} CPU-h (mean own time of finished runs of the same "
-              f"kind) -> ~{left / 3600 / jobs:.2f} h wall; projected study total ~{(total + left) / 3600 / jobs:.2f} h "
-              f"wall, before the analyses and the runs in progress' lost epochs")
+        print(f"left of the plan: {n} runs, ~{left / 3600:.2f} CPU-h (per kind, from the finished runs: "
+              f"remaining()) -> ~{left / 3600 / jobs:.2f} h wall; projected study total "
+              f"~{(total + left) / 3600 / jobs:.2f} h wall, before the analyses (runs in progress counted whole)")
 
 
 if __name__ == "__main__":
