@@ -227,3 +227,18 @@ def test_summaries_side_by_side_interleave_shared_rows_only():
         ("Firefly", "8 epochs", "0.42"), ("Firefly", "24 epochs", "0.48"),
         ("ours", "8 epochs", "0.43"), ("ours", "24 epochs", "0.50")]
     assert list(both.columns) == ["layer", "method", "study", "coverage"]
+
+
+def test_full_study_analyses_the_seeds_it_trained_and_no_others(monkeypatch):
+    """`study --seeds 3` trains seed 3 only; its analyses must not ask for the other seeds' models (a render-only
+    study has none to train them with, and any other would train them unasked)."""
+    from replication.analysis import cam, hyper_hypo
+    smoke = experiments.plan("smoke")
+    seen = {}
+    monkeypatch.setattr(type(smoke), "train_all", lambda self, seeds, *a, **k: seen.setdefault("train", seeds)
+                        and ["cifar10"])
+    monkeypatch.setattr(cam, "metrics_study", lambda study, dataset, seeds=None, **k: seen.setdefault("cam", seeds))
+    monkeypatch.setattr(hyper_hypo, "neuron_study", lambda study, dataset, seeds=None, **k:
+                        seen.setdefault("neurons", seeds))
+    pipeline.full_study(smoke, seeds=(3,), log=lambda *a: None)
+    assert seen == {"train": (3,), "cam": (3,), "neurons": (3,)}
