@@ -93,7 +93,7 @@ def full_study(study: str | Plan, seeds=None, jobs: int = 1, datasets=("cifar10"
     runner = runner_for(cluster, jobs, log)
     if "cifar10" in study.train_all(seeds, jobs, datasets, root, log, runner):
         from .analysis import cam, hyper_hypo  # grad-cam's import takes seconds: only when the analyses run
-        log(f"analyses: Grad-CAM metrics ({len(study.seeds)} seeds, {len(study.cam_layers)} layer(s))"
+        log(f"analyses: Grad-CAM metrics ({len(seeds or study.seeds)} seeds, {len(study.cam_layers)} layer(s))"
             + (f", hyper/hypo neurons E1-E4 ({', '.join(study.neuron_rows)})" if study.neuron_rows else "") + " ...")
         cam.metrics_study(study, "cifar10", seeds, jobs=jobs, root=root)  # the seeds it trained, no others
         if study.neuron_rows:
