@@ -25,7 +25,7 @@ def last_round_epoch_s(records: list[dict], label: str) -> float | None:
     """Mean seconds of one epoch in the last round of the finished runs with `label`: a fixed net at a grown run's
     final widths trains every epoch at about that cost."""
     times = [e["time_s"] for r in records if method_label(r["config"]) == label
-             for e in r["epochs"] if e["round"] == max(x["round"] for x in r["epochs"])]
+             for last in [max(x["round"] for x in r["epochs"])] for e in r["epochs"] if e["round"] == last]
     return sum(times) / len(times) if times else None
 
 
@@ -49,7 +49,7 @@ def remaining(study, records: list[dict], own_s: dict[str, float], round0_s: lis
             return c.rounds * c.epochs_per_round * firefly_epoch_s
         if round0_path(c, study.results_dir()) is None and label not in by_label:  # it trains its own round 0
             return sum(growing) / len(growing) + mean_round0
-        vs = by_label.get(label) or (by_label.get("firefly") if label.startswith("fixed (Firefly") else None) or growing
+        vs = by_label.get(label) or growing
         return sum(vs) / len(vs)
     missing = study.missing()
     finished_of = {method_label(r["config"]): r for r in records}
