@@ -130,6 +130,20 @@ def rows_side_by_side(records: dict[str, list[dict]], labels) -> "pd.DataFrame":
         {v: i for i, v in enumerate(list(labels) + list(records))})).reset_index(drop=True)
 
 
+# The main-table rows a study reported beside another shows for both (those the long-round study shares with fulldata)
+BESIDE_ROWS = ("firefly", "ours", "fixed (Firefly's final widths)", "fixed (compact)")
+
+
+def render_beside(study: str, other: str, compared: dict[str, dict], records: dict[str, list[dict]]) -> tuple:
+    """(comparisons, rows, caption, markdown) of `study` reported beside `other` on CIFAR-10 (notebook 01, the
+    README's beside section): `compared` and `records` map each study's name to its plan's `comparisons()` and
+    main-table records."""
+    beside = side_by_side({other: compared[other], study: compared[study]})
+    rows = rows_side_by_side({other: records[other], study: records[study]}, BESIDE_ROWS)
+    caption = f"{study} beside {other} (CIFAR-10): each comparison both make, and the rows they share."
+    return beside, rows, caption, caption + "\n\n" + to_markdown(beside, ".2f") + "\n\n" + to_markdown(rows, ".2f")
+
+
 def summaries_side_by_side(summaries: dict[str, "pd.DataFrame"], keys=("layer", "method")) -> "pd.DataFrame":
     """Tables of the same shape from two or more studies (e.g. `analysis.cam.cam_summary` of the 8- and the
     24-epoch rounds), interleaved row by row: for each `keys` value that every study has, one row per study."""
