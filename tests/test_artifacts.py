@@ -54,6 +54,23 @@ def test_bf16_check_tables_match_the_committed_runs():
     assert checked["passed"] and longround.PRECISION == "bf16"
 
 
+def test_long_round_report_matches_the_committed_runs():
+    """The long-round study is complete, and its report beside fulldata (tables and README section) is what both
+    studies' committed records render to (issue 21)."""
+    quiet = lambda *a: None  # noqa: E731
+    # longround's comparisons refuse while any run of its plan is missing
+    compared = {name: experiments.plan(name).comparisons(log=quiet) for name in ("fulldata", "longround")}
+    records = {name: experiments.plan(name).main_records("cifar10", train=False) for name in compared}
+    beside, rows, caption, md = tables.render_beside("longround", "fulldata", compared, records)
+    for name, table in (("comparisons", beside), ("rows", rows)):
+        md_file = f"{caption}\n\n{tables.to_markdown(table, '.2f')}\n"
+        assert _committed("longround", f"beside_fulldata_{name}.md") == md_file
+    assert set(beside["study"]) == {"fulldata", "longround"} and len(beside) == 2 * 3  # both studies, 3 comparisons
+    marker = experiments.plan("longround").readme_section("cifar10", "beside")
+    readme = open(os.path.join(REPO_ROOT, "README.md")).read()
+    assert readme.split(f"<!-- {marker}:start -->\n", 1)[1].split(f"\n<!-- {marker}:end -->", 1)[0] == md.strip()
+
+
 @pytest.mark.parametrize("preset", RENDERED)
 def test_ablation_table_matches_the_committed_runs(preset):
     records = experiments.plan(preset).ablation_records("cifar10", train=False)
@@ -61,7 +78,7 @@ def test_ablation_table_matches_the_committed_runs(preset):
     assert _committed(preset, "ablations.md") == f"{caption}\n\n{table.to_markdown(index=False, floatfmt='.4g')}\n"
 
 
-@pytest.mark.parametrize("preset,at_least", [("quick", 15), ("fulldata", 33), ("bf16check", 6)])
+@pytest.mark.parametrize("preset,at_least", [("quick", 15), ("fulldata", 33), ("bf16check", 6), ("longround", 18)])
 def test_every_committed_run_is_complete_and_stamped(preset, at_least):
     rdir = experiments.plan(preset).results_dir()
     files = sorted(glob.glob(os.path.join(rdir, "runs", "*.json")))
