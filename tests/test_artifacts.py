@@ -20,15 +20,19 @@ def _committed(preset, name):
     return open(path).read()
 
 
+def _readme_section(marker):
+    """The README's text between a results section's markers, as `tables.update_readme_section` wrote it."""
+    readme = open(os.path.join(REPO_ROOT, "README.md")).read()
+    return readme.split(f"<!-- {marker}:start -->\n", 1)[1].split(f"\n<!-- {marker}:end -->", 1)[0]
+
+
 @pytest.mark.parametrize("preset", RENDERED)
 def test_cifar10_table_and_readme_match_the_committed_runs(preset):
     records = experiments.plan(preset).main_records("cifar10", train=False)
     table, caption, md = tables.render_main(records, "cifar10", preset)
     assert _committed(preset, "cifar10_main.md") == f"{caption}\n\n{table.to_markdown(index=False, floatfmt='.2f')}\n"
     marker = experiments.plan(preset).readme_section("cifar10")
-    readme = open(os.path.join(REPO_ROOT, "README.md")).read()
-    section = readme.split(f"<!-- {marker}:start -->\n", 1)[1].split(f"\n<!-- {marker}:end -->", 1)[0]
-    assert section == md.strip()
+    assert _readme_section(marker) == md.strip()
 
 
 def test_comparisons_table_and_readme_match_the_committed_runs():
@@ -37,8 +41,7 @@ def test_comparisons_table_and_readme_match_the_committed_runs():
     assert _committed("fulldata", "comparisons_cifar10.md") == md + "\n"
     assert all(f"| {d} " in md for d in table["difference (pp)"])  # signed as written (+0.58), not re-parsed
     marker = experiments.plan("fulldata").readme_section("cifar10", "comparisons")
-    readme = open(os.path.join(REPO_ROOT, "README.md")).read()
-    assert readme.split(f"<!-- {marker}:start -->\n", 1)[1].split(f"\n<!-- {marker}:end -->", 1)[0] == md.strip()
+    assert _readme_section(marker) == md.strip()
     assert experiments.plan("quick").comparisons() is None  # only studies that declare comparisons render this table
 
 
@@ -67,8 +70,7 @@ def test_long_round_report_matches_the_committed_runs():
         assert _committed("longround", f"beside_fulldata_{name}.md") == md_file
     assert set(beside["study"]) == {"fulldata", "longround"} and len(beside) == 2 * 3  # both studies, 3 comparisons
     marker = experiments.plan("longround").readme_section("cifar10", "beside")
-    readme = open(os.path.join(REPO_ROOT, "README.md")).read()
-    assert readme.split(f"<!-- {marker}:start -->\n", 1)[1].split(f"\n<!-- {marker}:end -->", 1)[0] == md.strip()
+    assert _readme_section(marker) == md.strip()
 
 
 @pytest.mark.parametrize("preset", RENDERED)

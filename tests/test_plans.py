@@ -207,15 +207,14 @@ def test_two_studies_side_by_side_pair_each_comparison_and_row():
     long = [rec(ff.replace(seed=s, epochs_per_round=24), 0.85) for s in range(5)] + [
         rec(ours.replace(seed=s, epochs_per_round=24), 0.85 + 0.0001 * (s - 2)) for s in range(5)]
     cmp = [("ours", "firefly", "q"), ("random", "firefly", "only in one")]
-    both = tables.side_by_side({"8 epochs": {"records": short, "comparisons": cmp, "min_seeds": 5},
-                                "24 epochs": {"records": long, "comparisons": cmp[:1], "min_seeds": 5}})
+    compared = {"8 epochs": {"records": short, "comparisons": cmp, "min_seeds": 5},
+                "24 epochs": {"records": long, "comparisons": cmp[:1], "min_seeds": 5}}
+    both = tables.side_by_side(compared)
     assert list(both["study"]) == ["8 epochs", "24 epochs"] and set(both["A − B"]) == {"ours − firefly"}
     assert list(both["verdict"]) == ["A above B", "no difference shown (the interval includes 0)"]
     rows = tables.rows_side_by_side({"8 epochs": short, "24 epochs": long}, ["firefly", "ours"])
     assert list(zip(rows["method"], rows["study"])) == [("firefly", "8 epochs"), ("firefly", "24 epochs"),
                                                         ("ours", "8 epochs"), ("ours", "24 epochs")]
-    compared = {"8 epochs": {"records": short, "comparisons": cmp, "min_seeds": 5},
-                "24 epochs": {"records": long, "comparisons": cmp[:1], "min_seeds": 5}}
     _, _, caption, md = tables.render_beside("24 epochs", "8 epochs", compared, {"8 epochs": short, "24 epochs": long})
     assert caption.startswith("24 epochs beside 8 epochs")  # the README's section: both tables under one caption
     assert md == f"{caption}\n\n{tables.to_markdown(both, '.2f')}\n\n{tables.to_markdown(rows, '.2f')}"
